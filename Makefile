@@ -1,0 +1,78 @@
+# The two commands of the README: `make book` and `make test`. Both create .venv and install
+# what they need first, so they work on a fresh clone with only Python 3.10+ and make.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Set ORACLE=0 to skip installing PyTorch (the test oracle); CI always installs it.
+ORACLE ?= 1
+EXTRAS := test,book$(if $(filter 1,$(ORACLE)),$(comma)oracle)
+comma := ,
+PIP_QUIET := --disable-pip-version-check --progress-bar off -q
+# pip warns about every unused local index it is configured with; keep the log readable.
+PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+JOBS ?= 2
+
+.PHONY: help setup book test lint unit notebooks nbval book-check site-test grade bench gpu-test clean
+
+help:
+	@echo "make book   - set up and build the website into _build/html"
+	@echo "make test   - set up and run every test (lint, unit+oracle, grader, nbval, book -W, site)"
+	@echo "make grade  - grade the exercises in exercises/ (grade-report.json, grade-report.md)"
+	@echo "make bench  - benchmark the operations against GEMM, PyTorch and naive loops"
+	@echo "make gpu-test - run the test-suite on the CuPy backend (needs a CUDA GPU)"
+
+$(VENV)/.installed-$(ORACLE): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -m pip install $(PIP_QUIET) -e ".[$(EXTRAS)]" 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(VENV)/.installed-$(ORACLE)
+
+# ---- the website -------------------------------------------------------------------------
+book: setup
+	$(BIN)/python tools/build_appendices.py
+	$(BIN)/python tools/notebooks.py _build/notebooks
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "The website is in _build/html/index.html"
+
+# ---- the tests ---------------------------------------------------------------------------
+test: setup lint unit nbval book-check site-test
+	@echo "make test: all suites passed"
+
+lint:
+	$(BIN)/ruff check cnn_course tests tools
+	$(BIN)/ruff format --check cnn_course tests tools
+
+unit:
+	$(BIN)/python -m pytest -n $(JOBS) tests
+
+notebooks:
+	$(BIN)/python tools/notebooks.py _build/notebooks
+
+nbval: notebooks
+	$(BIN)/python -m pytest -n $(JOBS) --nbval-lax -p no:randomly --rootdir=. \
+		_build/notebooks exercises
+
+book-check: book
+
+site-test: book
+	$(BIN)/python tools/site_test.py _build/html
+
+# ---- students and performance ------------------------------------------------------------
+grade: setup
+	$(BIN)/cnn-course grade exercises --json grade-report.json --markdown grade-report.md
+
+bench: setup
+	$(BIN)/cnn-course bench
+
+gpu-test: setup
+	$(BIN)/python -m pip install $(PIP_QUIET) -e ".[gpu]" 2>&1 | $(PIP_FILTER)
+	$(BIN)/python -m pytest --backend cupy tests
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis grade-report.json grade-report.md

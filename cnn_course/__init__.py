@@ -1,0 +1,10 @@
+"""cnn-course: CNN interview questions answered with tested NumPy/CuPy code.
+
+Modules, in curriculum order: ``backend`` (the NumPy/CuPy switch), ``functional`` (every
+operation and its backward, NCHW, PyTorch names), ``nn`` and ``init`` (layers with explicit
+backward), ``optim``, ``data``, ``analysis`` (output sizes, parameters, MACs, receptive
+fields), ``zoo`` (classic architectures), ``detection``, ``classic`` (k-means, kNN),
+``gradcheck``.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Operation families; import them through :mod:`cnn_course.functional`."""

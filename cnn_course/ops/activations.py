@@ -1,0 +1,5 @@
+"""Activation functions and their backward passes."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Loss functions and weight penalties, with backward passes."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
