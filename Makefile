@@ -45,8 +45,8 @@ test: setup lint unit nbval book-check site-test
 	@echo "make test: all suites passed"
 
 lint:
-	$(BIN)/ruff check cnn_course tests tools
-	$(BIN)/ruff format --check cnn_course tests tools
+	$(BIN)/ruff check cnn_course tests tools book/_ext
+	$(BIN)/ruff format --check cnn_course tests tools book/_ext
 
 unit:
 	$(BIN)/python -m pytest -n $(JOBS) tests
