@@ -36,7 +36,6 @@ setup: $(VENV)/.installed-$(ORACLE)
 # ---- the website -------------------------------------------------------------------------
 book: setup
 	$(BIN)/python tools/build_appendices.py
-	$(BIN)/python tools/notebooks.py _build/notebooks
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The website is in _build/html/index.html"
 
@@ -52,11 +51,11 @@ unit:
 	$(BIN)/python -m pytest -n $(JOBS) tests
 
 notebooks:
-	$(BIN)/python tools/notebooks.py _build/notebooks
+	$(BIN)/python tools/notebooks.py _build/nbval
 
 nbval: notebooks
 	$(BIN)/python -m pytest -n $(JOBS) --nbval-lax -p no:randomly --rootdir=. \
-		_build/notebooks exercises
+		_build/nbval/notebooks exercises
 
 book-check: book
 

@@ -1,14 +1,18 @@
 """Generate the ``.ipynb`` twin of every chapter (MyST Markdown is the only source).
 
-``python tools/notebooks.py OUT_DIR`` writes ``OUT_DIR/NN_name.ipynb`` for each chapter
-listed in ``_toc.yml``. nbval runs these twins, and the website publishes them so each
-chapter can be opened in Colab or Binder. ``--colab`` prepends a cell that installs the
-package (for the published copies; the tests run against the local checkout instead).
+``python tools/notebooks.py OUT_DIR`` writes ``OUT_DIR/notebooks/NN_name.ipynb`` for each
+chapter listed in ``_toc.yml`` and copies ``book/data`` (cached results the chapters read as
+``../data/...``) to ``OUT_DIR/data``, so the twins run from there exactly as the chapters run
+from ``book/chapters``. nbval runs these twins, and the website publishes them so each chapter
+can be opened in Colab or Binder. ``--colab`` prepends a cell that installs the package and
+fetches the cached results from the website (for the published copies; the tests run against
+the local checkout instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,9 +21,18 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL_CELL = """\
-# Colab / Binder: install the course package (on a GPU runtime, CuPy comes with [gpu]).
-%pip install -q "cnn-course[gpu] @ git+https://github.com/cnn-course/cnn-course"
+REPOSITORY = "https://github.com/cnn-course/cnn-course"
+SITE = "https://cnn-course.github.io/cnn-course"
+INSTALL_CELL = f"""\
+# Colab / Binder: install the course package (Colab's GPU runtime already has CuPy).
+%pip install -q "cnn-course @ git+{REPOSITORY}"
+"""
+FETCH_CELL = """\
+import os, urllib.request
+os.makedirs("../data", exist_ok=True)
+for name in {names!r}:
+    if not os.path.exists(f"../data/{{name}}"):
+        urllib.request.urlretrieve(f"{site}/data/{{name}}", f"../data/{{name}}")
 """
 
 
@@ -31,15 +44,24 @@ def chapters() -> list[Path]:
 
 
 def write_twins(out: Path, colab: bool = False) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``out/notebooks/*.ipynb`` and ``out/data``; return the notebooks written."""
+    data = ROOT / "book" / "data"
+    if data.exists():
+        shutil.copytree(data, out / "data", dirs_exist_ok=True)
+    names = sorted(p.name for p in data.glob("*")) if data.exists() else []
+    target_dir = out / "notebooks"
+    target_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src in chapters():
         nb = jupytext.read(src)
         if colab:
-            cell = nbformat.v4.new_code_cell(INSTALL_CELL)
+            setup = INSTALL_CELL
+            if "../data/" in src.read_text(encoding="utf-8"):
+                setup += FETCH_CELL.format(names=names, site=SITE)
+            cell = nbformat.v4.new_code_cell(setup)
             cell.metadata["tags"] = ["colab-setup"]
             nb.cells.insert(0, cell)
-        target = out / f"{src.stem}.ipynb"
+        target = target_dir / f"{src.stem}.ipynb"
         nbformat.write(nb, target)
         written.append(target)
     return written
@@ -48,10 +70,10 @@ def write_twins(out: Path, colab: bool = False) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--colab", action="store_true", help="prepend the install cell")
+    parser.add_argument("--colab", action="store_true", help="prepend the setup cell")
     args = parser.parse_args(argv)
     written = write_twins(args.out, args.colab)
-    print(f"wrote {len(written)} notebooks to {args.out}")
+    print(f"wrote {len(written)} notebooks to {args.out / 'notebooks'}")
     return 0
 
 

@@ -115,7 +115,7 @@ def _publish(app, exception) -> None:
         from notebooks import write_twins
     finally:
         sys.path.pop(0)
-    write_twins(out / "notebooks", colab=True)
+    write_twins(out, colab=True)
     exercises = out / "exercises"
     exercises.mkdir(exist_ok=True)
     for nb in sorted((ROOT / "exercises").glob("*.ipynb")):
