@@ -1,5 +1,949 @@
-"""Pooling: max, average, Lp, adaptive, global pooling, unpooling."""
+"""Pooling: max, average, Lp, adaptive and global pooling, max unpooling, output sizes.
+
+Every fixed-window pooling here is built on :func:`~cnn_course.ops.conv.im2col`: pad the input
+(with ``-inf`` for max pooling, so padding never wins; with zeros for average pooling), unfold
+every window into a column, reduce each column. Average pooling's backward pass builds the
+column gradient and folds it back with :func:`~cnn_course.ops.conv.col2im`; max pooling's
+scatter-adds each window's gradient onto its arg-max. Both sum where windows overlap, so
+overlapping pooling (``kernel_size > stride``, AlexNet's 3x3 stride 2) needs nothing special.
+
+Shapes: input ``(N, C, H, W)``, output ``(N, C, H_out, W_out)`` with ``H_out`` given by
+:func:`pool_output_size` (PyTorch's rule). Semantics follow ``torch.nn.functional``: argument
+names and defaults, ``stride=None`` meaning ``stride=kernel_size``, ``ceil_mode``,
+``count_include_pad``, the flat ``H*W`` index layout of ``return_indices``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from cnn_course._checks import (
+    nonnegative_pair,
+    positive_pair,
+    require_array,
+    require_float,
+    require_same_backend,
+)
+from cnn_course.backend import array_module
+from cnn_course.ops.conv import col2im, im2col
+
+__all__ = [
+    "pool_output_size",
+    "caffe_pool_output_size",
+    "max_pool2d",
+    "max_pool2d_naive",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_naive",
+    "avg_pool2d_backward",
+    "lp_pool2d",
+    "lp_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
+    "max_unpool2d",
+    "max_unpool2d_backward",
+]
+
+IntPair = int | Sequence[int]
+Array = Any
+
+
+# --------------------------------------------------------------------------- output sizes
+
+
+def _int_arg(value: Any, name: str, op: str, low: int) -> int:
+    """``value`` as an int that is at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{op}: {name} must be at least {low}, got {value}")
+    return int(value)
+
+
+def _pool_length(
+    size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+) -> int:
+    """PyTorch's pooled length along one axis (may be < 1; the callers reject that)."""
+    span = size + 2 * padding - (dilation * (kernel - 1) + 1)
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    # In ceil mode the last window must start inside the input or the left padding.
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pool_output_size(
+    size: int,
+    kernel_size: int,
+    stride: int | None = None,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """Output length of a pooling layer along one spatial axis, as PyTorch computes it.
+
+    With the extent ``e = dilation * (kernel_size - 1) + 1`` of the (dilated) window::
+
+        floor mode (default):  out = floor((size + 2 * padding - e) / stride) + 1
+        ceil mode:             out = ceil((size + 2 * padding - e) / stride) + 1,
+                               minus 1 if that last window would start in the right padding
+
+    Floor mode drops a last, incomplete window; ceil mode keeps it, so the last window may run
+    past the padded input (positions past it are simply not pooled). The correction keeps
+    every window starting inside the input or the left padding. Caffe always ceils (see
+    :func:`caffe_pool_output_size`), which is why one network definition can give different
+    feature-map sizes in Caffe and PyTorch: for ``size=6, kernel_size=3, stride=2`` PyTorch's
+    default gives 2, Caffe gives 3.
+
+    Parameters
+    ----------
+    size, kernel_size, dilation : int, at least 1
+    stride : int or None
+        ``None`` means ``kernel_size`` (non-overlapping windows), as in PyTorch.
+    padding : int
+        Implicit padding on both sides; at most ``kernel_size // 2`` (PyTorch's limit).
+    ceil_mode : bool
+
+    Returns
+    -------
+    int, at least 1 (a ``ValueError`` says why otherwise).
+    """
+    op = "pool_output_size"
+    size = _int_arg(size, "size", op, 1)
+    kernel = _int_arg(kernel_size, "kernel_size", op, 1)
+    stride = kernel if stride is None else _int_arg(stride, "stride", op, 1)
+    padding = _int_arg(padding, "padding", op, 0)
+    dilation = _int_arg(dilation, "dilation", op, 1)
+    if 2 * padding > kernel:
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel}")
+    out = _pool_length(size, kernel, stride, padding, dilation, bool(ceil_mode))
+    if out < 1:
+        raise ValueError(
+            f"{op}: the output would be empty: kernel_size {kernel} with dilation {dilation} "
+            f"does not fit the padded input {size} + 2 * {padding}"
+        )
+    return out
+
+
+def caffe_pool_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of Caffe's ``PoolingLayer`` along one axis (no dilation in Caffe).
+
+    Caffe always rounds up::
+
+        out = ceil((size + 2 * padding - kernel_size) / stride) + 1
+
+    and, only when the layer has padding (on either axis in Caffe; here, on this one), removes
+    a last window that would start in the right padding
+    (``(out - 1) * stride >= size + padding``), the same clip PyTorch applies in
+    ceil mode. So Caffe's result is PyTorch's ``ceil_mode=True`` result whenever there is
+    padding; without padding Caffe can keep a window that starts past the input (for
+    ``size=5, kernel_size=1, stride=3`` Caffe gives 3, PyTorch in ceil mode 2). Models ported
+    from Caffe (GoogLeNet, SqueezeNet) therefore set ``ceil_mode=True`` in PyTorch.
+
+    Parameters
+    ----------
+    size, kernel_size, stride : int, at least 1 (Caffe's default stride is 1)
+    padding : int, smaller than ``kernel_size`` (Caffe's check)
+
+    Returns
+    -------
+    int
+    """
+    op = "caffe_pool_output_size"
+    size = _int_arg(size, "size", op, 1)
+    kernel = _int_arg(kernel_size, "kernel_size", op, 1)
+    stride = _int_arg(stride, "stride", op, 1)
+    padding = _int_arg(padding, "padding", op, 0)
+    if padding >= kernel:
+        raise ValueError(f"{op}: padding {padding} must be smaller than kernel_size {kernel}")
+    if kernel > size + 2 * padding:
+        raise ValueError(
+            f"{op}: kernel_size {kernel} is larger than the padded input {size} + 2 * {padding}"
+        )
+    out = -(-(size + 2 * padding - kernel) // stride) + 1
+    if padding > 0 and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+# --------------------------------------------------------------------------- window geometry
+
+
+class _Window(NamedTuple):
+    """Validated geometry of a fixed-window pooling; every field an (h, w) pair."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    out: tuple[int, int]
+
+
+def _window(
+    op: str,
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: IntPair,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> _Window:
+    """Check ``x`` (float, rank 4) and the window arguments; compute the output size."""
+    require_float(x, "x", op, ndim=4)
+    kernel = positive_pair(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None else positive_pair(stride, "stride", op)
+    padding = nonnegative_pair(padding, "padding", op)
+    dilation = positive_pair(dilation, "dilation", op)
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel}")
+    hw = tuple(x.shape[2:])
+    out = tuple(
+        _pool_length(*args, bool(ceil_mode))
+        for args in zip(hw, kernel, stride, padding, dilation, strict=True)
+    )
+    if min(out) < 1:
+        raise ValueError(
+            f"{op}: kernel_size {kernel} with dilation {dilation} is larger than the padded "
+            f"input: x shape {tuple(x.shape)}, padding {padding} (output would be {out})"
+        )
+    return _Window(kernel, stride, padding, dilation, out)
+
+
+def _pads(hw: Sequence[int], win: _Window) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, bottom), (left, right): the padding, plus on the bottom/right whatever a
+    ceil-mode last window reaches past the padded input."""
+    pads = []
+    for size, k, s, p, d, o in zip(hw, *win, strict=True):
+        reach = (o - 1) * s + d * (k - 1) + 1
+        pads.append((p, max(p, reach - size - p)))
+    return pads[0], pads[1]
+
+
+def _pool_windows(x: Array, win: _Window, fill: float) -> Array:
+    """Every pooling window of ``x``: array (N, C, kh*kw, H_out, W_out), padded with ``fill``.
+
+    Axis 2 runs over the window in row-major order (unfold's layout), so an arg-max along it
+    is the first maximum in the order PyTorch scans a window.
+    """
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    pads = _pads(x.shape[2:], win)
+    if any(pads[0] + pads[1]):
+        x = xp.pad(x, ((0, 0), (0, 0), *pads), constant_values=fill)
+    cols = im2col(x, win.kernel, win.stride, 0, win.dilation)
+    return cols.reshape(n, c, win.kernel[0] * win.kernel[1], *win.out)
+
+
+def _padded_size(hw: Sequence[int], win: _Window) -> tuple[int, int]:
+    """(H, W) of the padded input that :func:`_pool_windows` unfolds."""
+    (top, bottom), (left, right) = _pads(hw, win)
+    return hw[0] + top + bottom, hw[1] + left + right
+
+
+def _unpad(full: Array, hw: Sequence[int], win: _Window) -> Array:
+    """The input's (H, W) region of an (N, C) stack of padded planes: padding cropped away."""
+    (top, _), (left, _) = _pads(hw, win)
+    region = full[:, :, top : top + hw[0], left : left + hw[1]]
+    return array_module(full).ascontiguousarray(region)
+
+
+def _fold_windows(cols: Array, shape: Sequence[int], win: _Window) -> Array:
+    """Adjoint of :func:`_pool_windows`: sum (N, C, kh*kw, H_out, W_out) window values back
+    onto an (N, C, H, W) array (overlaps add; padding positions are dropped)."""
+    n, c = shape[:2]
+    kk = win.kernel[0] * win.kernel[1]
+    padded = _padded_size(shape[2:], win)
+    full = col2im(cols.reshape(n, c * kk, -1), padded, win.kernel, win.stride, 0, win.dilation)
+    return _unpad(full, shape[2:], win)
+
+
+def _require_grad(op: str, grad_out: Array, x: Array, shape: Sequence[int]) -> None:
+    """``grad_out`` is a float array on ``x``'s backend with the forward output's shape."""
+    require_float(grad_out, "grad_out", op, ndim=len(shape))
+    require_same_backend(op, grad_out=grad_out, x=x)
+    if tuple(grad_out.shape) != tuple(shape):
+        raise ValueError(
+            f"{op}: grad_out has shape {tuple(grad_out.shape)} but the forward output has shape "
+            f"{tuple(shape)} (x shape {tuple(x.shape)})"
+        )
+
+
+def _scatter_add(values: Array, index: Array, size: int) -> Array:
+    """``out[..., j] = sum of values[..., o] where index[..., o] == j``: (..., O) -> (..., size).
+
+    The adjoint of a gather ``x[..., index]``; repeated indices accumulate (a bincount, which
+    both NumPy and CuPy vectorise).
+    """
+    xp = array_module(values)
+    lead = values.shape[:-1]
+    index = xp.broadcast_to(index, values.shape)
+    offsets = xp.arange(math.prod(lead)).reshape(*lead, 1) * size
+    flat = (index + offsets).reshape(-1)
+    total = xp.bincount(flat, weights=values.reshape(-1), minlength=math.prod(lead) * size)
+    return total.reshape(*lead, size).astype(values.dtype)
+
+
+# --------------------------------------------------------------------------- max pooling
+
+
+def _window_argmax(x: Array, win: _Window) -> tuple[Array, Array]:
+    """The windows of ``x`` (padded with -inf, so padding never wins) and, per window, the
+    position of its first maximum: (N, C, kh*kw, H_out, W_out), (N, C, H_out, W_out)."""
+    windows = _pool_windows(x, win, -math.inf)
+    return windows, windows.argmax(axis=2)
+
+
+def _max_pool_backward(grad_out: Array, x: Array, win: _Window) -> Array:
+    """Route each window's gradient to its arg-max: a scatter-add into the padded plane, so
+    windows sharing an arg-max add up and gradients landing on padding are cropped away."""
+    n, c = x.shape[:2]
+    _, arg = _window_argmax(x, win)
+    hp, wp = _padded_size(x.shape[2:], win)
+    index = _window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
+    values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
+    grad = _scatter_add(values, index, hp * wp).reshape(n, c, hp, wp)
+    return _unpad(grad, x.shape[2:], win)
+
+
+def _window_index(arg: Array, win: _Window, width: int, origin: tuple[int, int]) -> Array:
+    """Flat ``row * width + col`` index of window position ``arg`` (from an arg-max over the
+    window axis) in a plane whose (0, 0) is at ``origin`` in the padded input."""
+    xp = array_module(arg)
+    (kh, kw), (sh, sw), _, (dh, dw), (oh, ow) = win
+    rows = xp.arange(oh).reshape(oh, 1) * sh + (arg // kw) * dh - origin[0]
+    cols = xp.arange(ow) * sw + (arg % kw) * dw - origin[1]
+    return (rows * width + cols).astype(xp.int64)
+
+
+def max_pool2d(
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Max pooling over an (N, C, H, W) input.
+
+    Parameters
+    ----------
+    x : float array (N, C, H, W)
+    kernel_size, stride, dilation : int or (int, int); ``stride=None`` means ``kernel_size``
+    padding : int or (int, int)
+        Implicit ``-inf`` padding on both sides, at most half of ``kernel_size``.
+    ceil_mode : bool
+        Round the output size up (see :func:`pool_output_size`).
+    return_indices : bool
+        Also return where each maximum came from.
+
+    Returns
+    -------
+    out : array (N, C, H_out, W_out), ``H_out = pool_output_size(H, kh, sh, ph, dh, ceil_mode)``
+    indices : int64 array (N, C, H_out, W_out), only with ``return_indices``
+        Flat index ``row * W + col`` of each maximum in its (unpadded) H x W plane, PyTorch's
+        layout (what :func:`max_unpool2d` takes). Ties go to the first maximum in row-major
+        window order, as in PyTorch. A window that covers only padding (possible only with a
+        large dilation) gives ``-inf`` and a meaningless index, in PyTorch as well.
+    """
+    win = _window("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
+    if not return_indices:
+        return _pool_windows(x, win, -math.inf).max(axis=2)
+    windows, arg = _window_argmax(x, win)
+    out = array_module(x).take_along_axis(windows, arg[:, :, None], axis=2)[:, :, 0]
+    return out, _window_index(arg, win, x.shape[3], win.padding)
+
+
+def max_pool2d_naive(
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Array | tuple[Array, Array]:
+    """The definition of :func:`max_pool2d`, by loops: not the fast path.
+
+    For every output position ``(i, j)`` scan the window positions
+    ``(i*sh - ph + a*dh, j*sw - pw + b*dw)`` in row-major order ``(a, b)``, skip those outside
+    the input (the padding), and keep the first largest value and its flat index ``row*W +
+    col``. Same arguments, shapes and results as :func:`max_pool2d`; a window with no input
+    position gives ``-inf`` and index ``-1``.
+    """
+    win = _window("max_pool2d_naive", x, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
+    out = xp.full((n, c, oh, ow), -math.inf, dtype=x.dtype)
+    indices = xp.full((n, c, oh, ow), -1, dtype=xp.int64)
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for b in range(kw):
+                    row, col = i * sh - ph + a * dh, j * sw - pw + b * dw
+                    if 0 <= row < h and 0 <= col < w:
+                        value = x[:, :, row, col]
+                        better = value > out[:, :, i, j]
+                        out[:, :, i, j] = xp.where(better, value, out[:, :, i, j])
+                        indices[:, :, i, j] = xp.where(better, row * w + col, indices[:, :, i, j])
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_backward(
+    grad_out: Array,
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+) -> Array:
+    """Gradient of :func:`max_pool2d` with respect to ``x``.
+
+    Each window's upstream gradient goes to its arg-max (the first maximum, as in the forward
+    pass) and nowhere else; where overlapping windows share an arg-max, their gradients add.
+
+    Parameters
+    ----------
+    grad_out : float array (N, C, H_out, W_out)
+    x, kernel_size, stride, padding, dilation, ceil_mode : as in :func:`max_pool2d`
+
+    Returns
+    -------
+    grad_x : array (N, C, H, W), dtype of ``x``
+    """
+    op = "max_pool2d_backward"
+    win = _window(op, x, kernel_size, stride, padding, dilation, ceil_mode)
+    _require_grad(op, grad_out, x, (*x.shape[:2], *win.out))
+    return _max_pool_backward(grad_out, x, win)
+
+
+# --------------------------------------------------------------------------- average pooling
+
+
+def _avg_divisor(x: Array, win: _Window, count_include_pad: bool) -> Array:
+    """PyTorch's divisor of each average-pooling window: (H_out, W_out), dtype of ``x``.
+
+    Per axis, a window starting at ``start = o*s - p`` ends at ``min(start + k, size + p)``:
+    a ceil-mode window running past the padded input counts only up to its end. With
+    ``count_include_pad`` the padding inside that range counts; without, only input positions.
+    The divisor is the product of the two axes' counts.
+    """
+    xp = array_module(x)
+    counts = []
+    axes = zip(x.shape[2:], win.kernel, win.stride, win.padding, win.out, strict=True)
+    for size, k, s, p, o in axes:
+        start = xp.arange(o) * s - p
+        end = xp.minimum(start + k, size + p)
+        if not count_include_pad:
+            start, end = xp.maximum(start, 0), xp.minimum(end, size)
+        counts.append(end - start)
+    return (counts[0][:, None] * counts[1][None, :]).astype(x.dtype)
+
+
+def _avg_pool(x: Array, win: _Window, count_include_pad: bool) -> Array:
+    return _pool_windows(x, win, 0.0).sum(axis=2) / _avg_divisor(x, win, count_include_pad)
+
+
+def _avg_pool_backward(grad_out: Array, x: Array, win: _Window, count_include_pad: bool) -> Array:
+    xp = array_module(x)
+    share = (grad_out / _avg_divisor(x, win, count_include_pad)).astype(x.dtype, copy=False)
+    n, c = x.shape[:2]
+    cols = xp.broadcast_to(share[:, :, None], (n, c, win.kernel[0] * win.kernel[1], *win.out))
+    return _fold_windows(cols, x.shape, win)
+
+
+def avg_pool2d(
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Array:
+    """Average pooling over an (N, C, H, W) input.
+
+    Parameters
+    ----------
+    x : float array (N, C, H, W)
+    kernel_size, stride : int or (int, int); ``stride=None`` means ``kernel_size``
+    padding : int or (int, int)
+        Implicit zero padding on both sides, at most half of ``kernel_size``.
+    ceil_mode : bool
+        Round the output size up (see :func:`pool_output_size`).
+    count_include_pad : bool
+        Whether the zero padding counts in the divisor. A ceil-mode window that runs past the
+        padded input divides only by the part inside it, in either case (PyTorch's rule).
+
+    Returns
+    -------
+    out : array (N, C, H_out, W_out)
+    """
+    win = _window("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
+    return _avg_pool(x, win, count_include_pad)
+
+
+def avg_pool2d_naive(
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Array:
+    """The definition of :func:`avg_pool2d`, by loops: not the fast path.
+
+    Output ``(i, j)`` averages the window rows ``[i*sh - ph, i*sh - ph + kh)`` and columns
+    ``[j*sw - pw, j*sw - pw + kw)``: the sum over the positions inside the input, divided by
+    the window's size cut at the padded input's end (``count_include_pad``) or by the number
+    of input positions it holds.
+    """
+    win = _window("avg_pool2d_naive", x, kernel_size, stride, padding, 1, ceil_mode)
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), _, (oh, ow) = win
+    out = xp.empty((n, c, oh, ow), dtype=x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            top, left = i * sh - ph, j * sw - pw
+            bottom, right = min(top + kh, h + ph), min(left + kw, w + pw)
+            r0, r1, c0, c1 = max(top, 0), min(bottom, h), max(left, 0), min(right, w)
+            if count_include_pad:
+                divisor = (bottom - top) * (right - left)
+            else:
+                divisor = (r1 - r0) * (c1 - c0)
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].sum(axis=(2, 3)) / divisor
+    return out
+
+
+def avg_pool2d_backward(
+    grad_out: Array,
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Array:
+    """Gradient of :func:`avg_pool2d` with respect to ``x``.
+
+    Each window spreads ``grad_out / divisor`` evenly over its positions (``grad / (kh*kw)``
+    for a window inside the input); where windows overlap the shares add.
+
+    Parameters
+    ----------
+    grad_out : float array (N, C, H_out, W_out)
+    x, kernel_size, stride, padding, ceil_mode, count_include_pad : as in :func:`avg_pool2d`
+
+    Returns
+    -------
+    grad_x : array (N, C, H, W), dtype of ``x``
+    """
+    op = "avg_pool2d_backward"
+    win = _window(op, x, kernel_size, stride, padding, 1, ceil_mode)
+    _require_grad(op, grad_out, x, (*x.shape[:2], *win.out))
+    return _avg_pool_backward(grad_out, x, win, count_include_pad)
+
+
+# --------------------------------------------------------------------------- Lp pooling
+
+
+def _norm_type(norm_type: Any, op: str) -> float:
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"{op}: norm_type must be a positive number, got {norm_type!r}")
+    if not norm_type > 0:
+        raise ValueError(f"{op}: norm_type must be positive (or math.inf), got {norm_type!r}")
+    return float(norm_type)
+
+
+def lp_pool2d(
+    x: Array,
+    norm_type: float,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    ceil_mode: bool = False,
+) -> Array:
+    """Power-average (Lp) pooling: ``(sum over the window of x**p) ** (1/p)``.
+
+    ``p = 1`` is sum pooling (of signed values, as in PyTorch), ``p = 2`` the window's
+    Euclidean norm, and ``p -> inf`` approaches max pooling of ``|x|`` (``norm_type=math.inf``
+    is exactly that). Computed as PyTorch does, from average pooling without padding:
+    ``(kh * kw * avg_pool2d(x**p)) ** (1/p)``, so a ceil-mode window that runs past the input
+    is scaled up to a full window's size. A negative ``x`` with a non-integer ``p`` gives NaN.
+
+    Parameters
+    ----------
+    x : float array (N, C, H, W)
+    norm_type : float, positive, or ``math.inf``
+    kernel_size, stride : int or (int, int); ``stride=None`` means ``kernel_size``
+    ceil_mode : bool
+
+    Returns
+    -------
+    out : array (N, C, H_out, W_out)
+    """
+    op = "lp_pool2d"
+    p = _norm_type(norm_type, op)
+    win = _window(op, x, kernel_size, stride, 0, 1, ceil_mode)
+    if math.isinf(p):
+        return _pool_windows(array_module(x).abs(x), win, -math.inf).max(axis=2)
+    mean = _avg_pool(x**p, win, True)
+    return (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)
+
+
+def lp_pool2d_backward(
+    grad_out: Array,
+    x: Array,
+    norm_type: float,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    ceil_mode: bool = False,
+) -> Array:
+    """Gradient of :func:`lp_pool2d` with respect to ``x``.
+
+    With ``m = avg_pool2d(x**p)`` and ``out = (kh*kw*m) ** (1/p)``, the chain rule gives
+    ``grad_x = x**(p-1) * avg_pool2d_backward(grad_out * out / m)``. It is infinite or NaN
+    where a window is all zeros (the p-norm is not differentiable at 0). For ``norm_type=inf``
+    it is max pooling's gradient of ``|x|`` times ``sign(x)``.
+
+    Returns
+    -------
+    grad_x : array (N, C, H, W), dtype of ``x``
+    """
+    op = "lp_pool2d_backward"
+    p = _norm_type(norm_type, op)
+    win = _window(op, x, kernel_size, stride, 0, 1, ceil_mode)
+    _require_grad(op, grad_out, x, (*x.shape[:2], *win.out))
+    xp = array_module(x)
+    if math.isinf(p):
+        return _max_pool_backward(grad_out, xp.abs(x), win) * xp.sign(x)
+    mean = _avg_pool(x**p, win, True)
+    out = (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)
+    return _avg_pool_backward(grad_out * out / mean, x, win, True) * x ** (p - 1)
+
+
+# --------------------------------------------------------------------------- adaptive pooling
+
+
+def _adaptive_size(op: str, x: Array, output_size: Any) -> tuple[int, int]:
+    """Check ``x`` and ``output_size`` (int or pair; ``None`` keeps that input size)."""
+    require_float(x, "x", op, ndim=4)
+    if min(x.shape[2:]) < 1:
+        raise ValueError(f"{op}: x must have a non-empty H x W plane, got shape {x.shape}")
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) != 2:
+        raise TypeError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
+    out = tuple(
+        size if o is None else _int_arg(o, "output_size", op, 1)
+        for o, size in zip(sizes, x.shape[2:], strict=True)
+    )
+    return out[0], out[1]
+
+
+def _bin_members(xp: Any, size: int, out: int) -> tuple[Array, Array]:
+    """PyTorch's adaptive bins along one axis, as (out, longest bin) positions and a mask.
+
+    Bin ``i`` covers ``[floor(i*size/out), ceil((i+1)*size/out))``: the bins cover the axis,
+    and overlap where ``out`` does not divide ``size``. A shorter bin repeats its last
+    position (masked out), which changes neither its maximum nor the first position holding it.
+    """
+    i = xp.arange(out)
+    start, end = i * size // out, -(-(i + 1) * size // out)
+    longest = max(-(-(j + 1) * size // out) - j * size // out for j in range(out))
+    members = start[:, None] + xp.arange(longest)
+    return xp.minimum(members, end[:, None] - 1), members < end[:, None]
+
+
+class _Bins(NamedTuple):
+    """Where the adaptive bins of an (H, W) plane lie; K is the longest bin's area."""
+
+    rows: Array  # (oh, 1, kh, 1) row of each member, for gathering
+    cols: Array  # (1, ow, 1, kw) column of each member
+    index: Array  # (oh, ow, K) flat row * W + col of each member, bins in row-major order
+    valid: Array  # (oh, ow, K) which members are real (not repeats)
+
+
+def _bins(xp: Any, hw: Sequence[int], oh: int, ow: int) -> _Bins:
+    h, w = hw
+    (rows, row_ok), (cols, col_ok) = _bin_members(xp, h, oh), _bin_members(xp, w, ow)
+    area = rows.shape[1] * cols.shape[1]
+    rows, cols = rows[:, None, :, None], cols[None, :, None, :]
+    valid = row_ok[:, None, :, None] & col_ok[None, :, None, :]
+    return _Bins(rows, cols, (rows * w + cols).reshape(oh, ow, area), valid.reshape(oh, ow, area))
+
+
+def _gather_bins(x: Array, bins: _Bins) -> Array:
+    """The members of every bin of ``x``: (N, C, oh, ow, K)."""
+    return x[:, :, bins.rows, bins.cols].reshape(*x.shape[:2], *bins.index.shape)
+
+
+def _adaptive_avg(x: Array, oh: int, ow: int) -> Array:
+    xp = array_module(x)
+    bins = _bins(xp, x.shape[2:], oh, ow)
+    # where, not a multiply by the mask: a masked repeat of an inf or NaN must not leak in.
+    total = xp.where(bins.valid, _gather_bins(x, bins), x.dtype.type(0)).sum(axis=-1)
+    return total / bins.valid.sum(axis=-1).astype(x.dtype)
+
+
+def _adaptive_avg_backward(grad_out: Array, x: Array) -> Array:
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    bins = _bins(xp, (h, w), *grad_out.shape[2:])
+    share = (grad_out / bins.valid.sum(axis=-1).astype(x.dtype))[..., None]
+    values = xp.where(bins.valid, share, x.dtype.type(0)).astype(x.dtype, copy=False)
+    return _scatter_add(values.reshape(n, c, -1), bins.index.reshape(-1), h * w).reshape(x.shape)
+
+
+def _adaptive_argmax(x: Array, oh: int, ow: int) -> tuple[Array, Array]:
+    """Maximum of every adaptive bin and its flat ``row * W + col`` index: (N, C, oh, ow) each."""
+    xp = array_module(x)
+    bins = _bins(xp, x.shape[2:], oh, ow)
+    members = _gather_bins(x, bins)
+    arg = members.argmax(axis=-1)[..., None]
+    out = xp.take_along_axis(members, arg, axis=-1)[..., 0]
+    index = xp.take_along_axis(xp.broadcast_to(bins.index, members.shape), arg, axis=-1)
+    return out, index[..., 0]
+
+
+def _adaptive_max_backward(grad_out: Array, x: Array) -> Array:
+    n, c, h, w = x.shape
+    _, index = _adaptive_argmax(x, *grad_out.shape[2:])
+    values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
+    return _scatter_add(values, index.reshape(n, c, -1), h * w).reshape(x.shape)
+
+
+def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
+    """Adaptive average pooling: the mean of each of ``output_size`` bins, whatever (H, W) is.
+
+    Output row ``i`` averages input rows ``[floor(i*H/H_out), ceil((i+1)*H/H_out))``, likewise
+    for columns (PyTorch's bins; neighbouring bins overlap where ``H_out`` does not divide
+    ``H``). ``output_size=1`` is global average pooling.
+
+    Parameters
+    ----------
+    x : float array (N, C, H, W)
+    output_size : int or (int, int); ``None`` in the pair keeps that input size
+
+    Returns
+    -------
+    out : array (N, C, H_out, W_out)
+    """
+    return _adaptive_avg(x, *_adaptive_size("adaptive_avg_pool2d", x, output_size))
+
+
+def adaptive_avg_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair) -> Array:
+    """Gradient of :func:`adaptive_avg_pool2d`: each bin spreads ``grad / bin area`` over its
+    positions; overlapping bins add.
+
+    Returns
+    -------
+    grad_x : array (N, C, H, W), dtype of ``x``
+    """
+    op = "adaptive_avg_pool2d_backward"
+    oh, ow = _adaptive_size(op, x, output_size)
+    _require_grad(op, grad_out, x, (*x.shape[:2], oh, ow))
+    return _adaptive_avg_backward(grad_out, x)
+
+
+def adaptive_max_pool2d(
+    x: Array, output_size: IntPair, return_indices: bool = False
+) -> Array | tuple[Array, Array]:
+    """Adaptive max pooling: the maximum of each of ``output_size`` bins (PyTorch's bins, as
+    in :func:`adaptive_avg_pool2d`).
+
+    Parameters
+    ----------
+    x : float array (N, C, H, W)
+    output_size : int or (int, int); ``None`` in the pair keeps that input size
+    return_indices : bool
+        Also return the flat ``row * W + col`` index of each maximum (the first one on ties).
+
+    Returns
+    -------
+    out : array (N, C, H_out, W_out)
+    indices : int64 array (N, C, H_out, W_out), only with ``return_indices``
+    """
+    out, index = _adaptive_argmax(x, *_adaptive_size("adaptive_max_pool2d", x, output_size))
+    return (out, index) if return_indices else out
+
+
+def adaptive_max_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair) -> Array:
+    """Gradient of :func:`adaptive_max_pool2d`: each bin's gradient goes to its arg-max;
+    overlapping bins that share one add.
+
+    Returns
+    -------
+    grad_x : array (N, C, H, W), dtype of ``x``
+    """
+    op = "adaptive_max_pool2d_backward"
+    oh, ow = _adaptive_size(op, x, output_size)
+    _require_grad(op, grad_out, x, (*x.shape[:2], oh, ow))
+    return _adaptive_max_backward(grad_out, x)
+
+
+def global_avg_pool2d(x: Array) -> Array:
+    """Global average pooling (GAP): the mean of each channel's H x W plane, (N, C, 1, 1).
+
+    Adaptive average pooling with ``output_size=1``. It replaces the flatten + fully connected
+    head of older networks: no parameters, and any input size works.
+    """
+    _adaptive_size("global_avg_pool2d", x, 1)
+    return _adaptive_avg(x, 1, 1)
+
+
+def global_avg_pool2d_backward(grad_out: Array, x: Array) -> Array:
+    """Gradient of :func:`global_avg_pool2d`: ``grad_out / (H*W)`` at every position."""
+    op = "global_avg_pool2d_backward"
+    _adaptive_size(op, x, 1)
+    _require_grad(op, grad_out, x, (*x.shape[:2], 1, 1))
+    return _adaptive_avg_backward(grad_out, x)
+
+
+def global_max_pool2d(x: Array) -> Array:
+    """Global max pooling: the maximum of each channel's H x W plane, (N, C, 1, 1).
+
+    Adaptive max pooling with ``output_size=1``.
+    """
+    _adaptive_size("global_max_pool2d", x, 1)
+    return _adaptive_argmax(x, 1, 1)[0]
+
+
+def global_max_pool2d_backward(grad_out: Array, x: Array) -> Array:
+    """Gradient of :func:`global_max_pool2d`: all of it to each plane's (first) maximum."""
+    op = "global_max_pool2d_backward"
+    _adaptive_size(op, x, 1)
+    _require_grad(op, grad_out, x, (*x.shape[:2], 1, 1))
+    return _adaptive_max_backward(grad_out, x)
+
+
+# --------------------------------------------------------------------------- max unpooling
+
+
+def _unpool_size(
+    op: str,
+    x: Array,
+    indices: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: IntPair,
+    output_size: Sequence[int] | None,
+) -> tuple[int, int]:
+    """Check the unpooling arguments; the (H_out, W_out) to unpool into."""
+    require_float(x, "x", op, ndim=4)
+    require_array(indices, "indices", op, ndim=4)
+    require_same_backend(op, x=x, indices=indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must have an integer dtype, got {indices.dtype}")
+    if tuple(indices.shape) != tuple(x.shape):
+        raise ValueError(
+            f"{op}: indices shape {tuple(indices.shape)} must equal x shape {tuple(x.shape)}"
+        )
+    kernel = positive_pair(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None else positive_pair(stride, "stride", op)
+    padding = nonnegative_pair(padding, "padding", op)
+    default = tuple(
+        (size - 1) * s + k - 2 * p
+        for size, k, s, p in zip(x.shape[2:], kernel, stride, padding, strict=True)
+    )
+    if output_size is None:
+        out = default
+    else:
+        sizes = tuple(output_size)[-2:] if len(output_size) == 4 else tuple(output_size)
+        if len(sizes) != 2:
+            raise ValueError(
+                f"{op}: output_size must have 2 (H, W) or 4 (N, C, H, W) entries, "
+                f"got {output_size!r}"
+            )
+        out = tuple(_int_arg(o, "output_size", op, 1) for o in sizes)
+        # Pooling maps any of `stride` sizes around the default to the same size: allow those.
+        for o, d, s in zip(out, default, stride, strict=True):
+            if not d - s < o < d + s:
+                raise ValueError(
+                    f"{op}: output_size {out} is not one max_pool2d could have pooled to "
+                    f"x shape {tuple(x.shape)}: each entry must lie strictly between "
+                    f"default - stride and default + stride (default {default}, stride {stride})"
+                )
+    if min(out) < 1:
+        raise ValueError(
+            f"{op}: the output would be empty ({out}) for x shape {tuple(x.shape)}, kernel_size "
+            f"{kernel}, stride {stride}, padding {padding}"
+        )
+    return out[0], out[1]
+
+
+def max_unpool2d(
+    x: Array,
+    indices: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    output_size: Sequence[int] | None = None,
+) -> Array:
+    """Partial inverse of :func:`max_pool2d`: put each value back where its maximum came from.
+
+    Every other position is zero. The arguments are those of the pooling, whose output size
+    rule is inverted: ``H_out = (H - 1) * stride - 2 * padding + kernel_size`` by default, or
+    ``output_size`` to pick one of the sizes that pooled to ``H``. SegNet's decoder
+    upsamples this way.
+
+    Parameters
+    ----------
+    x : float array (N, C, H, W), pooled values
+    indices : integer array (N, C, H, W), from ``max_pool2d(..., return_indices=True)``
+        Flat ``row * W_out + col`` positions in the output plane.
+    kernel_size, stride, padding : int or (int, int); ``stride=None`` means ``kernel_size``
+    output_size : (H_out, W_out) or (N, C, H_out, W_out), optional
+
+    Returns
+    -------
+    out : array (N, C, H_out, W_out). Where indices repeat (overlapping windows sharing a
+    maximum, with equal values) one of the values is kept.
+    """
+    op = "max_unpool2d"
+    oh, ow = _unpool_size(op, x, indices, kernel_size, stride, padding, output_size)
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    if indices.size and bool(((indices < 0) | (indices >= oh * ow)).any()):
+        raise ValueError(
+            f"{op}: indices must lie in [0, {oh * ow}) for an output plane of {oh}x{ow}, got "
+            f"values from {int(indices.min())} to {int(indices.max())}"
+        )
+    out = xp.zeros((n * c, oh * ow), dtype=x.dtype)
+    out[xp.arange(n * c)[:, None], indices.reshape(n * c, -1)] = x.reshape(n * c, -1)
+    return out.reshape(n, c, oh, ow)
+
+
+def max_unpool2d_backward(
+    grad_out: Array,
+    x: Array,
+    indices: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    output_size: Sequence[int] | None = None,
+) -> Array:
+    """Gradient of :func:`max_unpool2d` with respect to ``x`` (``indices`` are not
+    differentiable): each value receives the upstream gradient at the position it was put,
+    ``grad_x = grad_out.flat[indices]`` per plane, as PyTorch computes it.
+
+    Returns
+    -------
+    grad_x : array (N, C, H, W), dtype of ``x``
+    """
+    op = "max_unpool2d_backward"
+    oh, ow = _unpool_size(op, x, indices, kernel_size, stride, padding, output_size)
+    _require_grad(op, grad_out, x, (*x.shape[:2], oh, ow))
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    grad = xp.take_along_axis(grad_out.reshape(n, c, oh * ow), indices.reshape(n, c, -1), axis=2)
+    return grad.reshape(x.shape).astype(x.dtype, copy=False)
