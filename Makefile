@@ -13,6 +13,8 @@ PIP_QUIET := --disable-pip-version-check --progress-bar off -q
 # pip warns about every unused local index it is configured with; keep the log readable.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 JOBS ?= 2
+# Test workers run side by side on the cores: one BLAS thread each, or they oversubscribe.
+SINGLE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: help setup book test lint unit notebooks nbval book-check site-test grade bench gpu-test clean
 
@@ -48,13 +50,13 @@ lint:
 	$(BIN)/ruff format --check cnn_course tests tools book/_ext
 
 unit:
-	$(BIN)/python -m pytest -n $(JOBS) tests
+	$(SINGLE_THREAD) $(BIN)/python -m pytest -n $(JOBS) tests
 
 notebooks:
 	$(BIN)/python tools/notebooks.py _build/nbval
 
 nbval: notebooks
-	$(BIN)/python -m pytest -n $(JOBS) --nbval-lax -p no:randomly --rootdir=. \
+	$(SINGLE_THREAD) $(BIN)/python -m pytest -n $(JOBS) --nbval-lax -p no:randomly --rootdir=. \
 		_build/nbval/notebooks exercises
 
 book-check: book
@@ -66,8 +68,9 @@ site-test: book
 grade: setup
 	$(BIN)/cnn-course grade exercises --json grade-report.json --markdown grade-report.md
 
+# Writes the table the book shows (chapters 3 and 9); commit the JSON after a run.
 bench: setup
-	$(BIN)/cnn-course bench
+	$(BIN)/cnn-course bench --json book/data/bench_cpu.json
 
 gpu-test: setup
 	$(BIN)/python -m pip install $(PIP_QUIET) -e ".[gpu]" 2>&1 | $(PIP_FILTER)
