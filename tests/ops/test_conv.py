@@ -1,0 +1,613 @@
+"""Convolution: hand examples, naive vs fast, the PyTorch oracle, gradient checks, conv as a
+matrix, batch chunking, bad input, inputs unchanged, dtype kept."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnn_course._checks import pair
+from cnn_course.backend import to_numpy
+from cnn_course.gradcheck import check_gradients
+from cnn_course.ops import conv as C
+
+FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+X3 = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # the 3x3 input of the hand examples
+W2 = [[1.0, 2.0], [3.0, 4.0]]  # the 2x2 kernel of the hand examples
+
+
+def as4d(xp, rows):
+    """A single-sample, single-channel (1, 1, H, W) array."""
+    return xp.asarray([[rows]], dtype=xp.float64)
+
+
+def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol, atol=atol)
+
+
+def laid_out(xp, a, layout):
+    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or transposed
+    (Fortran-ordered memory) array with the same values."""
+    a = xp.asarray(a)
+    if layout == "strided":
+        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    if layout == "transposed":
+        return xp.ascontiguousarray(a.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
+    return a
+
+
+# ----------------------------------------------------------------------------- hand examples
+def test_output_size_formulas_by_hand():
+    assert C.conv_output_size(32, 5) == 28  # LeNet's first layer
+    assert C.conv_output_size(224, 7, stride=2, padding=3) == 112  # ResNet's stem
+    assert C.conv_output_size(7, 3, stride=2, padding=1, dilation=2) == 3  # floor(4/2) + 1
+    assert C.conv_output_size(6, 3, stride=2) == 2  # floor((6 - 3)/2) + 1: the floor matters
+    assert C.conv_transpose_output_size(3, 3, stride=2, padding=1, output_padding=1) == 6
+    assert C.conv_transpose_output_size(2, 2, stride=2) == 4
+    assert C.conv_transpose_output_size(4, 3, dilation=2) == 8  # 3 + 4 + 1
+    with pytest.raises(ValueError, match=r"kernel extent 5 .* larger than the padded input 2"):
+        C.conv_output_size(2, 5)
+    with pytest.raises(ValueError, match=r"output_padding \(2\) must be smaller"):
+        C.conv_transpose_output_size(3, 3, stride=2, output_padding=2)
+
+
+def test_im2col_col2im_hand_example(xp):
+    # 2x2 windows of the 3x3 input: one row per kernel offset, one column per window.
+    cols = C.im2col(as4d(xp, X3), 2)
+    assert cols.shape == (1, 4, 4)
+    expected = [
+        [1.0, 2.0, 4.0, 5.0],  # offset (0, 0) of windows (0,0), (0,1), (1,0), (1,1)
+        [2.0, 3.0, 5.0, 6.0],  # offset (0, 1)
+        [4.0, 5.0, 7.0, 8.0],  # offset (1, 0)
+        [5.0, 6.0, 8.0, 9.0],  # offset (1, 1)
+    ]
+    assert_close(cols[0], expected)
+    # Folding columns of ones counts how many windows cover each pixel.
+    counts = C.col2im(xp.ones((1, 4, 4)), (3, 3), 2)
+    assert_close(counts[0, 0], [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
+    # Padding 1, stride 2: the four corner windows of the zero-padded 5x5 input.
+    cols = C.im2col(as4d(xp, X3), 3, stride=2, padding=1)
+    assert_close(cols[0, :, 0], [0, 0, 0, 0, 1, 2, 0, 4, 5])
+    assert_close(cols[0, :, 3], [5, 6, 0, 8, 9, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("conv", [C.conv2d, C.conv2d_naive])
+def test_conv2d_hand_example(xp, conv):
+    x = as4d(xp, X3)
+    # Cross-correlation: out[0,0] = 1*1 + 2*2 + 3*4 + 4*5 = 37, plus bias 1.
+    out = conv(x, as4d(xp, W2), xp.asarray([1.0]))
+    assert_close(out[0, 0], [[38.0, 48.0], [68.0, 78.0]])
+    # A 3x3 kernel of ones with padding 1 sums each pixel's neighbourhood.
+    ones = xp.ones((1, 1, 3, 3))
+    assert_close(conv(x, ones, padding=1)[0, 0], [[12, 21, 16], [27, 45, 33], [24, 39, 28]])
+    assert_close(conv(x, ones, padding=1, stride=2)[0, 0], [[12, 16], [24, 28]])
+    assert_close(conv(x, ones, padding="same")[0, 0], [[12, 21, 16], [27, 45, 33], [24, 39, 28]])
+    # Dilation 2 spreads the 2x2 kernel over the corners: 1*1 + 2*3 + 3*7 + 4*9 = 64.
+    assert_close(conv(x, as4d(xp, W2), dilation=2)[0, 0], [[64.0]])
+    # "same" with an even kernel pads the extra row and column at the bottom/right.
+    assert_close(
+        conv(x, as4d(xp, W2), padding="same")[0, 0], [[37, 47, 21], [67, 77, 33], [23, 26, 9]]
+    )
+    # Two groups: each output channel sees only its own input channel.
+    x2 = xp.concatenate([x, 10 * x], axis=1)
+    out = conv(x2, xp.ones((2, 1, 3, 3)), groups=2)
+    assert_close(out[0, :, 0, 0], [45.0, 450.0])
+
+
+def test_convolve2d_hand_example(xp):
+    # True convolution flips the kernel: [[4, 3], [2, 1]] slides over the input,
+    # out[0,0] = 4*1 + 3*2 + 2*4 + 1*5 = 23.
+    out = C.convolve2d(as4d(xp, X3), as4d(xp, W2))
+    assert_close(out[0, 0], [[23.0, 33.0], [53.0, 63.0]])
+
+
+def test_conv2d_backward_hand_example(xp):
+    grad_x, grad_w, grad_b = C.conv2d_backward(xp.ones((1, 1, 2, 2)), as4d(xp, X3), as4d(xp, W2))
+    # Each weight's gradient is the sum of the inputs it touched: 1+2+4+5 = 12 for w[0,0].
+    assert_close(grad_w[0, 0], [[12.0, 16.0], [24.0, 28.0]])
+    # Each input's gradient is the sum of the weights that touched it.
+    assert_close(grad_x[0, 0], [[1.0, 3.0, 2.0], [4.0, 10.0, 6.0], [3.0, 7.0, 4.0]])
+    assert_close(grad_b, [4.0])
+
+
+def test_conv_transpose2d_hand_example(xp):
+    x = as4d(xp, [[1.0, 2.0], [3.0, 4.0]])
+    ones = xp.ones((1, 1, 2, 2))
+    # Stride 2: each input value paints its own 2x2 block (no overlap).
+    out = C.conv_transpose2d(x, ones, stride=2)
+    expected = [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    assert_close(out[0, 0], expected)
+    # Stride 1: the blocks overlap and add up (the input gradient of the 2x2 conv above).
+    out = C.conv_transpose2d(x, ones, xp.asarray([0.5]))
+    assert_close(out[0, 0], [[1.5, 3.5, 2.5], [4.5, 10.5, 6.5], [3.5, 7.5, 4.5]])
+    # output_padding adds a last row and column that no input reaches (bias only).
+    out = C.conv_transpose2d(x, ones, xp.asarray([0.5]), stride=2, output_padding=1)
+    assert out.shape == (1, 1, 5, 5)
+    assert_close(out[0, 0, 4], [0.5] * 5)
+
+
+def test_conv_transpose2d_backward_hand_example(xp):
+    x = as4d(xp, [[1.0, 2.0], [3.0, 4.0]])
+    grad_x, grad_w, grad_b = C.conv_transpose2d_backward(as4d(xp, X3), x, xp.ones((1, 1, 2, 2)))
+    # grad_x: the 2x2 window sums of grad_out (a plain convolution of it).
+    assert_close(grad_x[0, 0], [[12.0, 16.0], [24.0, 28.0]])
+    # grad_w[i, j] = sum x[h, w] * grad_out[h+i, w+j]: 1*1 + 2*2 + 3*4 + 4*5 = 37 at (0, 0).
+    assert_close(grad_w[0, 0], [[37.0, 47.0], [67.0, 77.0]])
+    assert_close(grad_b, [45.0])
+
+
+def test_conv2d_matrix_hand_example(xp):
+    a = C.conv2d_matrix(as4d(xp, W2), 3)
+    # One row per output pixel, one column per input pixel: the kernel, shifted.
+    expected = [
+        [1, 2, 0, 3, 4, 0, 0, 0, 0],
+        [0, 1, 2, 0, 3, 4, 0, 0, 0],
+        [0, 0, 0, 1, 2, 0, 3, 4, 0],
+        [0, 0, 0, 0, 1, 2, 0, 3, 4],
+    ]
+    assert_close(a, expected)
+    assert_close(a @ xp.asarray(X3).ravel(), [37.0, 47.0, 67.0, 77.0])
+
+
+def test_conv2d_workspace_bytes_by_hand():
+    # (2, 3, 5, 5) input, 3x3 kernel: 3*3*3 = 27 rows, 3*3 = 9 windows, 2 samples, 4 bytes.
+    sizes = C.conv2d_workspace_bytes((2, 3, 5, 5), (4, 3, 3, 3))
+    assert sizes["columns"] == 27 * 9 * 2 * 4
+    assert 0 < sizes["peak"] <= 2 * sizes["columns"]
+    # A 64x3x3 layer on a 64-image 224x224 batch would need 7.4 GB of columns at once.
+    sizes = C.conv2d_workspace_bytes((64, 64, 224, 224), (64, 64, 3, 3), padding=1)
+    assert sizes["columns"] == 64 * 576 * 224 * 224 * 4
+    assert 0 < sizes["peak"] <= C.COLUMN_BUDGET_BYTES
+    assert C.conv2d_workspace_bytes((8, 256, 56, 56), (64, 256, 1, 1))["peak"] == 0
+
+
+# ----------------------------------------------------------------------------- naive vs fast
+NAIVE_CASES = [
+    # (N, C, H, W, F, kernel, stride, padding, dilation, groups)
+    (2, 3, 7, 6, 4, (3, 3), 1, 0, 1, 1),
+    (2, 4, 9, 8, 6, (3, 2), (2, 1), (1, 2), (2, 1), 2),
+    (1, 6, 6, 7, 6, (3, 3), 2, 1, 1, 6),  # depthwise
+    (2, 2, 5, 6, 3, (2, 4), 1, "same", (1, 2), 1),
+    (3, 3, 5, 5, 2, (1, 1), 1, 0, 1, 1),
+    (2, 2, 5, 5, 40, (3, 3), 1, 1, 1, 1),  # more filters than positions: batched GEMM path
+]
+
+
+@pytest.mark.parametrize("case", NAIVE_CASES)
+def test_conv2d_matches_naive(xp, rng, case):
+    n, c, h, w, f, k, s, p, d, g = case
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    weight = xp.asarray(rng.standard_normal((f, c // g, *k)))
+    bias = xp.asarray(rng.standard_normal(f))
+    assert_close(C.conv2d(x, weight, bias, s, p, d, g), C.conv2d_naive(x, weight, bias, s, p, d, g))
+
+
+@pytest.mark.parametrize(
+    "budget, size, tiles",
+    [
+        ("COLUMN_BUDGET_BYTES", 1, 5),  # one sample per chunk
+        ("COLUMN_BUDGET_BYTES", 2, 3),  # two samples per chunk (the last one is short)
+        ("_CACHE_CHUNK_BYTES", 1, 5),  # one chunk, tiles of one sample
+        ("_CACHE_CHUNK_BYTES", 2.5, 3),  # one chunk, tiles of two samples
+        ("_CACHE_CHUNK_BYTES", 0.4, 15),  # one chunk, tiles of 2 output rows of one sample
+    ],
+)
+@pytest.mark.parametrize("f", [3, 60])  # per-sample GEMMs (L >= F) and one batched GEMM
+def test_chunks_and_tiles_give_the_same_result(xp, rng, monkeypatch, budget, size, tiles, f):
+    x = xp.asarray(rng.standard_normal((5, 3, 9, 8)))
+    weight = xp.asarray(rng.standard_normal((f, 3, 3, 3)))
+    args = dict(stride=(2, 1), padding=1)  # output 5x8: L = 40 positions
+    grad_out = xp.asarray(rng.standard_normal((5, f, 5, 8)))
+    whole = (C.conv2d(x, weight, **args), *C.conv2d_backward(grad_out, x, weight, **args))
+    # Shrink a budget so the batch is cut in chunks, and chunks in tiles.
+    sample_bytes = 27 * 40 * 8
+    monkeypatch.setattr(C, budget, int(size * sample_bytes))
+    chunks = C._batch_chunks(5, sample_bytes)
+    assert sum(len(C._tiles(c.stop - c.start, 5, sample_bytes)) for c in chunks) == tiles
+    chunked = (C.conv2d(x, weight, **args), *C.conv2d_backward(grad_out, x, weight, **args))
+    for a, b in zip(whole, chunked, strict=True):
+        assert_close(a, b)
+    assert_close(chunked[0], C.conv2d_naive(x, weight, **args))
+
+
+def test_im2col_col2im_are_adjoint(xp, rng):
+    x = xp.asarray(rng.standard_normal((2, 3, 7, 6)))
+    args = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    cols = xp.asarray(rng.standard_normal(C.im2col(x, **args).shape))
+    lhs = float(xp.sum(C.im2col(x, **args) * cols))
+    rhs = float(xp.sum(x * C.col2im(cols, (7, 6), **args)))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- conv as a matrix
+@pytest.mark.parametrize(
+    "kernel, stride, padding, dilation",
+    [((3, 3), 1, 0, 1), ((3, 2), (2, 1), (1, 2), (1, 2)), ((2, 2), 1, "same", 1)],
+)
+def test_conv2d_matrix_is_the_convolution(xp, rng, kernel, stride, padding, dilation):
+    x = xp.asarray(rng.standard_normal((2, 3, 6, 7)))
+    weight = xp.asarray(rng.standard_normal((4, 3, *kernel)))
+    a = C.conv2d_matrix(weight, (6, 7), stride, padding, dilation)
+    out = C.conv2d(x, weight, None, stride, padding, dilation)
+    assert a.shape == (out[0].size, x[0].size)
+    for n in range(2):
+        assert_close(a @ x[n].ravel(), out[n].ravel(), rtol=1e-10, atol=1e-12)
+    # Sparse and weight-tied: each row holds at most kh*kw*C of the weights.
+    assert int(xp.max(xp.sum(a != 0, axis=1))) <= weight[0].size
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding, output_padding, dilation",
+    [((4, 5), (3, 3), 1, 0, 0, 1), ((3, 4), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1))],
+)
+def test_conv_transpose2d_is_the_transposed_matrix(
+    xp, rng, size, kernel, stride, padding, output_padding, dilation
+):
+    y = xp.asarray(rng.standard_normal((2, 4, *size)))
+    weight = xp.asarray(rng.standard_normal((4, 3, *kernel)))
+    out = C.conv_transpose2d(y, weight, None, stride, padding, output_padding, 1, dilation)
+    a = C.conv2d_matrix(weight, out.shape[2:], stride, padding, dilation)
+    for n in range(2):
+        assert_close(a.T @ y[n].ravel(), out[n].ravel(), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- PyTorch oracle
+def pad_strategy(draw):
+    kind = draw(st.sampled_from(["int", "pair", "valid", "same"]))
+    if kind == "int":
+        return draw(st.integers(0, 2))
+    if kind == "pair":
+        return (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    return kind
+
+
+@st.composite
+def conv_configs(draw, transposed=False):
+    """A random convolution: odd sizes, non-square kernels, asymmetric strides, dilation,
+    groups (depthwise included), every padding form, a non-contiguous input layout."""
+    groups = draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if transposed:
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        out_pad = tuple(
+            draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation, strict=True)
+        )
+    else:
+        padding = pad_strategy(draw)
+        out_pad = None
+        if padding == "same":
+            stride = (1, 1)
+    pads = (0, 0) if isinstance(padding, str) else pair(padding, "padding", "test")
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    if transposed:  # the output must be at least 1 pixel
+        hw = [
+            max(1, -(-(2 * p + 1 - e) // s) + 1) + draw(st.integers(0, 3))
+            for e, s, p in zip(extent, stride, pads, strict=True)
+        ]
+    else:
+        hw = [
+            max(1, e - 2 * p) + draw(st.integers(0, 4)) for e, p in zip(extent, pads, strict=True)
+        ]
+    return dict(
+        n=draw(st.integers(1, 2)),
+        c_in=c_in,
+        c_out=c_out,
+        hw=tuple(hw),
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        output_padding=out_pad,
+        layout=draw(st.sampled_from(["contiguous", "strided", "transposed"])),
+        bias=draw(st.booleans()),
+    )
+
+
+def torch_grads(torch, fn, arrays, grad_out_seed):
+    """Run ``fn`` on float64 torch copies of ``arrays``; return output and input grads."""
+    leaves = [None if a is None else torch.tensor(to_numpy(a), requires_grad=True) for a in arrays]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "same" with even kernels: a copy
+        out = fn(*leaves)
+    grad_out = np.random.default_rng(grad_out_seed).standard_normal(tuple(out.shape))
+    out.backward(torch.from_numpy(grad_out))
+    return out.detach().numpy(), grad_out, [None if t is None else t.grad.numpy() for t in leaves]
+
+
+@pytest.mark.oracle
+@settings(FIXTURE_OK, max_examples=100)
+@given(cfg=conv_configs(), seed=st.integers(0, 2**16))
+def test_conv2d_and_backward_match_torch(xp, torch, cfg, seed):
+    rng = np.random.default_rng(seed)
+    x = laid_out(xp, rng.standard_normal((cfg["n"], cfg["c_in"], *cfg["hw"])), cfg["layout"])
+    weight = laid_out(
+        xp,
+        rng.standard_normal((cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"])),
+        "strided" if cfg["layout"] == "transposed" else "contiguous",
+    )
+    bias = xp.asarray(rng.standard_normal(cfg["c_out"])) if cfg["bias"] else None
+    args = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+    expected, grad_out, grads = torch_grads(
+        torch, lambda a, b, c: torch.nn.functional.conv2d(a, b, c, *args), [x, weight, bias], seed
+    )
+    assert_close(C.conv2d(x, weight, bias, *args), expected, rtol=1e-10, atol=1e-10)
+    mine = C.conv2d_backward(laid_out(xp, grad_out, cfg["layout"]), x, weight, *args)
+    for got, want in zip(mine, grads, strict=True):
+        if want is not None:
+            assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.oracle
+@settings(FIXTURE_OK, max_examples=100)
+@given(cfg=conv_configs(transposed=True), seed=st.integers(0, 2**16))
+def test_conv_transpose2d_and_backward_match_torch(xp, torch, cfg, seed):
+    rng = np.random.default_rng(seed)
+    x = laid_out(xp, rng.standard_normal((cfg["n"], cfg["c_in"], *cfg["hw"])), cfg["layout"])
+    weight = xp.asarray(
+        rng.standard_normal((cfg["c_in"], cfg["c_out"] // cfg["groups"], *cfg["kernel"]))
+    )
+    bias = xp.asarray(rng.standard_normal(cfg["c_out"])) if cfg["bias"] else None
+    args = (cfg["stride"], cfg["padding"], cfg["output_padding"], cfg["groups"], cfg["dilation"])
+    expected, grad_out, grads = torch_grads(
+        torch,
+        lambda a, b, c: torch.nn.functional.conv_transpose2d(a, b, c, *args),
+        [x, weight, bias],
+        seed,
+    )
+    assert_close(C.conv_transpose2d(x, weight, bias, *args), expected, rtol=1e-10, atol=1e-10)
+    mine = C.conv_transpose2d_backward(laid_out(xp, grad_out, cfg["layout"]), x, weight, *args)
+    for got, want in zip(mine, grads, strict=True):
+        if want is not None:
+            assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.oracle
+@settings(FIXTURE_OK, max_examples=60)
+@given(cfg=conv_configs(), seed=st.integers(0, 2**16))
+def test_im2col_col2im_match_torch_unfold_fold(xp, torch, cfg, seed):
+    if isinstance(cfg["padding"], str):
+        cfg["padding"] = 0  # unfold takes numbers only
+    rng = np.random.default_rng(seed)
+    x = laid_out(xp, rng.standard_normal((cfg["n"], cfg["c_in"], *cfg["hw"])), cfg["layout"])
+    args = dict(
+        kernel_size=cfg["kernel"],
+        stride=cfg["stride"],
+        padding=cfg["padding"],
+        dilation=cfg["dilation"],
+    )
+    cols = C.im2col(x, **args)
+    assert_close(cols, torch.nn.functional.unfold(torch.tensor(to_numpy(x)), **args).numpy())
+    folded = C.col2im(cols, cfg["hw"], **args)
+    expected = torch.nn.functional.fold(torch.tensor(to_numpy(cols)), cfg["hw"], **args)
+    assert_close(folded, expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("case", NAIVE_CASES)
+def test_float32_matches_torch(xp, torch, rng, case):
+    n, c, h, w, f, k, s, p, d, g = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((f, c // g, *k)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(weight), None, s, p, d, g
+        )
+    out = C.conv2d(xp.asarray(x), xp.asarray(weight), None, s, p, d, g)
+    assert out.dtype == np.float32
+    assert_close(out, expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- gradient checks
+GRAD_CASES = [
+    # (N, C, H, W, F, kernel, stride, padding, dilation, groups)
+    (2, 2, 5, 4, 3, (3, 2), 1, 0, 1, 1),
+    (1, 4, 7, 6, 4, (3, 3), (2, 3), (1, 2), (2, 1), 2),
+    (2, 3, 5, 5, 3, (2, 2), 1, "same", (1, 2), 3),
+    (1, 2, 6, 5, 30, (1, 3), (3, 1), 1, 1, 1),  # F > L: batched GEMM path
+    (2, 4, 3, 3, 2, (1, 1), 1, 0, 1, 2),  # pointwise: the columns are the input itself
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_conv2d_backward_gradcheck(xp, rng, case):
+    n, c, h, w, f, k, s, p, d, g = case
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    weight = xp.asarray(rng.standard_normal((f, c // g, *k)))
+    bias = xp.asarray(rng.standard_normal(f))
+    out = C.conv2d(x, weight, bias, s, p, d, g)
+    grad_out = xp.asarray(rng.standard_normal(out.shape))
+    analytic = C.conv2d_backward(grad_out, x, weight, s, p, d, g)
+    errors = check_gradients(
+        lambda a, b, c_: C.conv2d(a, b, c_, s, p, d, g),
+        [x, weight, bias],
+        analytic,
+        grad_out,
+        ["x", "weight", "bias"],
+    )
+    assert max(errors.values()) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (N, C_in, H, W, C_out, kernel, stride, padding, output_padding, dilation, groups)
+        (2, 2, 3, 4, 3, (3, 2), 1, 0, 0, 1, 1),
+        (1, 4, 3, 3, 2, (3, 3), (2, 3), (1, 0), (1, 2), (1, 1), 2),
+        (1, 2, 3, 2, 2, (2, 2), 1, 1, 1, 2, 1),
+    ],
+)
+def test_conv_transpose2d_backward_gradcheck(xp, rng, case):
+    n, c, h, w, f, k, s, p, op, d, g = case
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    weight = xp.asarray(rng.standard_normal((c, f // g, *k)))
+    bias = xp.asarray(rng.standard_normal(f))
+    out = C.conv_transpose2d(x, weight, bias, s, p, op, g, d)
+    grad_out = xp.asarray(rng.standard_normal(out.shape))
+    analytic = C.conv_transpose2d_backward(grad_out, x, weight, s, p, op, g, d)
+    errors = check_gradients(
+        lambda a, b, c_: C.conv_transpose2d(a, b, c_, s, p, op, g, d),
+        [x, weight, bias],
+        analytic,
+        grad_out,
+        ["x", "weight", "bias"],
+    )
+    assert max(errors.values()) < 1e-6
+
+
+# ----------------------------------------------------------------------------- bad input
+def bad_calls(xp):
+    x = xp.zeros((2, 3, 5, 5))
+    w = xp.zeros((4, 3, 3, 3))
+    return [
+        (lambda: C.conv2d(x[0], w), ValueError, r"conv2d: x must have 4 dimensions .* \(3, 5, 5\)"),
+        (lambda: C.conv2d(x, w[0]), ValueError, r"conv2d: weight must have 4 dimensions"),
+        (
+            lambda: C.conv2d(x, xp.zeros((2, 4, 3, 3))),
+            ValueError,
+            r"conv2d: input has 3 channels but weight expects 4 \(weight shape \(2, 4, 3, 3\)\)",
+        ),
+        (
+            lambda: C.conv2d(xp.zeros((2, 4, 5, 5)), xp.zeros((3, 2, 3, 3)), groups=2),
+            ValueError,
+            r"conv2d: groups=2 must divide .* \(3\)",
+        ),
+        (lambda: C.conv2d(x, w, groups=0), ValueError, r"conv2d: groups must be a positive int"),
+        (
+            lambda: C.conv2d(x, xp.zeros((4, 3, 6, 3))),
+            ValueError,
+            r"conv2d: kernel \(6, 3\) .* larger than the padded input \(5, 5\)",
+        ),
+        (lambda: C.conv2d(x, w, stride=0), ValueError, r"conv2d: stride must be positive, got 0"),
+        (lambda: C.conv2d(x, w, dilation=(1, 0)), ValueError, r"conv2d: dilation must be positive"),
+        (lambda: C.conv2d(x, w, padding=-1), ValueError, r"conv2d: padding must be non-negative"),
+        (lambda: C.conv2d(x, w, padding="full"), ValueError, r"conv2d: padding must be .*'full'"),
+        (lambda: C.conv2d(x, w, stride=2, padding="same"), ValueError, r"'same' needs stride 1"),
+        (lambda: C.conv2d(x, w, stride=1.5), TypeError, r"conv2d: stride must be an int"),
+        (
+            lambda: C.conv2d(xp.zeros((2, 3, 5, 5), dtype=xp.int64), w),
+            TypeError,
+            r"conv2d: x must have a floating-point dtype, got int64",
+        ),
+        (
+            lambda: C.conv2d(x.astype(xp.float32), w),
+            TypeError,
+            r"conv2d: x is float32 but weight is float64",
+        ),
+        (lambda: C.conv2d(x, w, xp.zeros(3)), ValueError, r"conv2d: bias must have shape \(4,\)"),
+        (lambda: C.conv2d([[1.0]], w), TypeError, r"conv2d: x must be a numpy or cupy ndarray"),
+        (
+            lambda: C.conv2d_backward(xp.zeros((2, 4, 4, 4)), x, w),
+            ValueError,
+            r"conv2d_backward: grad_out must have the forward output's shape \(2, 4, 3, 3\)",
+        ),
+        (
+            lambda: C.conv_transpose2d(x, xp.zeros((4, 2, 3, 3))),
+            ValueError,
+            r"conv_transpose2d: input has 3 channels but weight expects 4",
+        ),
+        (
+            lambda: C.conv_transpose2d(x, xp.zeros((3, 2, 3, 3)), stride=2, output_padding=2),
+            ValueError,
+            r"conv_transpose2d: output_padding \(2, 2\) must be smaller than either stride",
+        ),
+        (
+            lambda: C.conv_transpose2d(x, xp.zeros((3, 2, 3, 3)), xp.zeros(3)),
+            ValueError,
+            r"conv_transpose2d: bias must have shape \(2,\)",
+        ),
+        (
+            lambda: C.conv_transpose2d(x, xp.zeros((3, 2, 3, 3)), padding=5),
+            ValueError,
+            r"conv_transpose2d: input shape \(2, 3, 5, 5\) is too small",
+        ),
+        (
+            lambda: C.conv_transpose2d_backward(xp.zeros((2, 2, 5, 5)), x, xp.zeros((3, 2, 3, 3))),
+            ValueError,
+            r"conv_transpose2d_backward: grad_out must have .* \(2, 2, 7, 7\)",
+        ),
+        (
+            lambda: C.im2col(x, 6),
+            ValueError,
+            r"im2col: kernel \(6, 6\) .* larger than the padded input",
+        ),
+        (lambda: C.im2col(x, 0), ValueError, r"im2col: kernel_size must be positive"),
+        (
+            lambda: C.col2im(xp.zeros((2, 27, 8)), (5, 5), 3),
+            ValueError,
+            r"col2im: cols shape \(2, 27, 8\) does not match .* 9 windows",
+        ),
+        (
+            lambda: C.conv2d_matrix(w, 2),
+            ValueError,
+            r"conv2d_matrix: kernel \(3, 3\) .* larger than the padded input \(2, 2\)",
+        ),
+        (lambda: C.conv_output_size(5, 3, stride=0), ValueError, r"conv_output_size: need"),
+    ]
+
+
+def test_bad_input_is_rejected_with_a_message(xp):
+    for call, error, message in bad_calls(xp):
+        with pytest.raises(error, match=message):
+            call()
+
+
+# ----------------------------------------------------------------------------- inputs, dtypes
+def all_calls(xp, dtype):
+    rng = np.random.default_rng(1)
+    x = xp.asarray(rng.standard_normal((2, 4, 6, 5)), dtype=dtype)
+    w = xp.asarray(rng.standard_normal((6, 2, 3, 2)), dtype=dtype)
+    wt = xp.asarray(rng.standard_normal((4, 3, 3, 2)), dtype=dtype)
+    b = xp.asarray(rng.standard_normal(6), dtype=dtype)
+    g = xp.asarray(rng.standard_normal((2, 6, 3, 5)), dtype=dtype)
+    gt = xp.asarray(rng.standard_normal((2, 6, 12, 11)), dtype=dtype)
+    cols = xp.asarray(rng.standard_normal((2, 24, 16)), dtype=dtype)
+    args = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    targs = dict(stride=2, padding=(1, 0), output_padding=1, groups=2, dilation=1)
+    return [
+        (C.im2col, (x, (3, 2)), dict(stride=1, padding=0)),
+        (C.col2im, (cols, (6, 5), (3, 2)), {}),
+        (C.conv2d, (x, w, b), args),
+        (C.conv2d_naive, (x, w, b), args),
+        (C.convolve2d, (x, w, b), args),
+        (C.conv2d_backward, (g, x, w), args),
+        (C.conv2d_matrix, (w[:, :1], (6, 5)), dict(stride=2)),
+        (C.conv_transpose2d, (x, wt, b), targs),
+        (C.conv_transpose2d_backward, (gt, x, wt), targs),
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inputs_unchanged_and_dtype_kept(xp, dtype):
+    for fn, arrays, kwargs in all_calls(xp, dtype):
+        before = [a.copy() for a in arrays if hasattr(a, "copy")]
+        results = fn(*arrays, **kwargs)
+        for a, b in zip([a for a in arrays if hasattr(a, "copy")], before, strict=True):
+            assert (a == b).all(), fn.__name__
+        for r in results if isinstance(results, tuple) else (results,):
+            assert r.dtype == dtype, fn.__name__
+        # writing to a result never reaches an input (no result is a view of an input)
+        for r in results if isinstance(results, tuple) else (results,):
+            r[...] = 7
+        for a, b in zip([a for a in arrays if hasattr(a, "copy")], before, strict=True):
+            assert (a == b).all(), fn.__name__
+
+
+def test_conv_transpose_shapes_in_all_calls_are_consistent(xp):
+    # The gradients used above must have the forward output's shapes.
+    for fn, arrays, kwargs in all_calls(xp, "float64"):
+        if fn is C.conv_transpose2d:
+            assert fn(*arrays, **kwargs).shape == (2, 6, 12, 11)
+        if fn is C.conv2d:
+            assert fn(*arrays, **kwargs).shape == (2, 6, 3, 5)
