@@ -38,7 +38,7 @@ setup: $(VENV)/.installed-$(ORACLE)
 # ---- the website -------------------------------------------------------------------------
 book: setup
 	$(BIN)/python tools/build_appendices.py
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(SINGLE_THREAD) $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The website is in _build/html/index.html"
 
 # ---- the tests ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 SEARCH_TERM = "convolution"
 
@@ -103,24 +104,34 @@ def check_page(browser_page, url: str, rel: str, root: Path, base: str) -> list[
     problems += [f"fetched from outside the site: {u}" for u in external]
     problems += internal_link_problems(root, html_file, html)
     if rel.startswith("book/chapters/"):
-        problems += chapter_problems(browser_page, root, html_file)
+        problems += chapter_problems(browser_page, root)
+    else:
+        problems += launch_problems(browser_page, root)[0]
     return problems
 
 
-def chapter_problems(browser_page, root: Path, html_file: Path) -> list[str]:
+def launch_problems(browser_page, root: Path) -> tuple[list[str], int]:
+    """Colab links must open a notebook that will exist once the site is published: on the
+    published branch (gh-pages, i.e. this site's files) or on main (the repository)."""
     problems = []
-    if browser_page.locator(".prev-next-area a").count() == 0:
-        problems.append("no previous/next links")
-    launch = browser_page.evaluate(
+    links = browser_page.evaluate(
         "Array.from(document.querySelectorAll('a[href*=\"colab.research.google.com\"]'))"
         ".map(a => a.href)"
     )
-    if not launch:
+    for href in links:
+        branch, notebook = href.split("/blob/", 1)[1].split("/", 1)
+        base = root if branch == "gh-pages" else REPOSITORY
+        if not (base / notebook).exists():
+            problems.append(f"Colab link points at a notebook that does not exist: {href}")
+    return problems, len(links)
+
+
+def chapter_problems(browser_page, root: Path) -> list[str]:
+    problems, links = launch_problems(browser_page, root)
+    if browser_page.locator(".prev-next-area a").count() == 0:
+        problems.append("no previous/next links")
+    if links == 0:
         problems.append("no Colab launch link")
-    for href in launch:
-        notebook = href.split("/blob/", 1)[1].split("/", 1)[1]
-        if not (root / notebook).exists():
-            problems.append(f"Colab link points at a notebook the site lacks: {notebook}")
     return problems
 
 
