@@ -56,7 +56,7 @@ notebooks:
 	$(BIN)/python tools/notebooks.py _build/nbval
 
 nbval: notebooks
-	$(SINGLE_THREAD) $(BIN)/python -m pytest -n $(JOBS) --nbval-lax -p no:randomly --rootdir=. \
+	$(SINGLE_THREAD) $(BIN)/python -m pytest -n $(JOBS) --nbval-lax --dist loadfile --rootdir=. \
 		_build/nbval/notebooks exercises
 
 book-check: book

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cnn-course",
         description="CNN interview questions answered with tested code.",
-        epilog="Run 'cnn-course COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n  info     which backends work on this machine\n"
+        + "".join(f"  {name:<8} {text}\n" for name, (_, text) in SUBCOMMANDS.items())
+        + "\nRun 'cnn-course COMMAND --help' for a command's options.",
     )
     parser.add_argument("command", choices=["info", *SUBCOMMANDS], help="what to do")
     parser.add_argument("--version", action="version", version=f"cnn-course {__version__}")

@@ -1,0 +1,311 @@
+"""Buggy and hostile submissions lose exactly the points they should.
+
+The conv2d cases follow fixed templates (cnn_course.grading.cases.CONV_TEMPLATES): case 0
+stride 1, no padding, bias, float32; case 1 stride 2, padding 1, bias, float64; case 2
+stride (1, 2), padding (0, 1), no bias, float32; case 3 stride 1, padding 2, bias, float64;
+case 4 stride 3, 1x1 kernel, bias, float64. Each case is worth 2 of conv2d's 10 points.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from cnn_course.grading import cli, sandbox
+from tests.grading.conftest import SEED, build_submission, by_id, checks, variant
+
+OUT_SIZE = "(h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1"
+RETURN = "\n    return out"
+
+BUGS = {
+    # name: (edits to the conv2d solution, failed check per case)
+    "off-by-one output size": (
+        [(OUT_SIZE, "(h + 2 * ph - kh) // sh, (w + 2 * pw - kw) // sw")],
+        ["shape"] * 5,
+    ),
+    "stride ignored in the windows": (
+        [("i : i + sh * oh : sh, j : j + sw * ow : sw", "i : i + oh, j : j + ow")],
+        [None, "values", "values", None, "values"],
+    ),
+    "flipped kernel (true convolution)": (
+        [("weight[:, :, i, j]", "weight[:, :, kh - 1 - i, kw - 1 - j]")],
+        ["values", "values", "values", "values", None],
+    ),
+    "padding ignored": (
+        [
+            ("xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))", "xp = x"),
+            (OUT_SIZE, "(h - kh) // sh + 1, (w - kw) // sw + 1"),
+        ],
+        [None, "shape", "shape", "shape", None],
+    ),
+    "forgot the bias": (
+        [("out += bias.reshape(1, -1, 1, 1)", "pass")],
+        ["values", "values", None, "values", "values"],
+    ),
+    "mutates its input": ([(RETURN, "\n    x.fill(0)" + RETURN)], ["mutated input"] * 5),
+    "returns NaN": ([(RETURN, "\n    out[0, 0, 0, 0] = np.nan" + RETURN)], ["not finite"] * 5),
+    "always float64": (
+        [("np.zeros((n, c_out, oh, ow), dtype=x.dtype)", "np.zeros((n, c_out, oh, ow))")],
+        ["dtype", None, "dtype", None, None],
+    ),
+    "flattened output": (
+        [(RETURN, "\n    return out.reshape(n, c_out, -1)")],
+        ["shape"] * 5,
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_buggy_conv2d_loses_exactly_its_cases(grade_with, bug):
+    edits, expected = BUGS[bug]
+    report = grade_with({"conv2d": variant("conv2d", *edits)}, ["conv2d"])
+    assert checks(report, "conv2d") == expected
+    assert report["total"] == 2 * expected.count(None)
+    assert report["max_total"] == 10
+
+
+def test_every_check_message_hides_the_expected_values(grade_with):
+    report = grade_with({"conv2d": variant("conv2d", *BUGS["forgot the bias"][0])}, ["conv2d"])
+    messages = [c["message"] for c in by_id(report)["conv2d"]["cases"] if not c["passed"]]
+    assert messages and all("entries differ from the expected" in m for m in messages)
+    assert all("[" not in m.split("conv2d(")[0] for m in messages)
+
+
+# ------------------------------------------------------------------------ hostile code
+
+OUTPUT_SIZE = variant("conv_output_size")  # the correct solution, to wrap hostile code around
+RIGHT_RELU = variant("relu_backward")
+
+
+def test_infinite_loop_costs_its_own_points_and_one_timeout(grade_with):
+    hang = "import numpy as np\n\ndef conv2d(x, weight, bias=None, stride=1, padding=0):\n"
+    hang += "    while True:\n        pass\n"
+    start = time.monotonic()
+    report = grade_with({"conv2d": hang}, ["conv2d", "conv_output_size"])
+    elapsed = time.monotonic() - start
+    assert checks(report, "conv2d") == ["timeout"] * 5
+    assert "not run" in by_id(report)["conv2d"]["cases"][1]["message"]
+    assert by_id(report)["conv_output_size"]["points"] == 4  # same notebook, unharmed
+    assert report["total"] == 4
+    assert elapsed < 3.0 + 20  # one 3 s timeout, not five
+
+
+def test_memory_bomb_is_stopped_by_the_memory_limit(grade_with):
+    bomb = "import numpy as np\n\ndef relu_backward(grad_out, x):\n"
+    bomb += "    hoard = []\n    while True:\n        hoard.append(np.empty(2**26))\n"
+    report = grade_with({"relu_backward": bomb}, ["relu_backward", "sigmoid_backward"])
+    assert checks(report, "relu_backward") == ["memory", "memory"]
+    assert report["total"] == 2
+
+
+def test_os_exit_is_a_crash(grade_with):
+    code = OUTPUT_SIZE.replace("    extent =", "    import os\n    os._exit(0)\n    extent =")
+    report = grade_with({"conv_output_size": code}, ["conv_output_size"])
+    assert checks(report, "conv_output_size") == ["crashed"] * 4
+    assert report["total"] == 0
+
+
+def test_printed_fake_score_is_ignored(tmp_path, capsys):
+    fake = (
+        "import numpy as np\n"
+        'print(\'{"total": 132, "max_total": 132}\')\n'
+        'print("## Exercise score: 132 / 132")\n\n'
+        "def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1):\n"
+        '    print("## Exercise score: 132 / 132")\n'
+        "    return 0\n"
+    )
+    submission = build_submission(tmp_path / "sub", {"conv_output_size": fake})
+    report_file = tmp_path / "report.json"
+    argv = [str(submission), "--seed", str(SEED), "--exercise", "conv_output_size"]
+    assert cli.main([*argv, "--no-notebooks", "--json", str(report_file)]) == 0
+    out = capsys.readouterr().out
+    assert "## Exercise score: 0 / 4" in out and "132" not in out
+    assert '"total": 0' in report_file.read_text()
+
+
+def test_monkeypatching_numpy_changes_nothing(grade_with):
+    patch = (
+        "import numpy as np\n\n"
+        "np.allclose = lambda *a, **k: True\n"
+        "np.array_equal = lambda *a, **k: True\n"
+        "np.isclose = lambda a, b, **k: np.ones(np.shape(a), dtype=bool)\n"
+        "np.ndarray = object\n\n"
+        "def relu_backward(grad_out, x):\n"
+        "    return grad_out.copy()\n"
+    )
+    report = grade_with({"relu_backward": patch}, ["relu_backward"])
+    assert checks(report, "relu_backward") == ["values", "values"]
+    assert report["total"] == 0
+
+
+def test_always_equal_object_is_not_an_array(grade_with):
+    cheat = (
+        "import numpy as np\n\n"
+        "class Anything:\n"
+        "    shape = property(lambda self: (1,))\n"
+        "    dtype = np.float64\n"
+        "    def __eq__(self, other):\n"
+        "        return True\n"
+        "    def __array__(self, dtype=None, copy=None):\n"
+        "        return np.zeros(1)\n\n"
+        "class Sneaky(np.ndarray):\n"
+        "    def __eq__(self, other):\n"
+        "        return np.ones(np.shape(other), dtype=bool)\n\n"
+        "def relu_backward(grad_out, x):\n"
+        "    return Anything()\n\n"
+        "def sigmoid_backward(grad_out, x):\n"
+        "    return np.zeros_like(x).view(Sneaky)\n"
+    )
+    report = grade_with(
+        {"relu_backward": cheat, "sigmoid_backward": "import numpy as np\n"},
+        ["relu_backward", "sigmoid_backward"],
+    )
+    assert checks(report, "relu_backward") == ["type", "type"]
+    assert checks(report, "sigmoid_backward") == ["type", "type"]
+    assert report["total"] == 0
+
+
+ROUTES = {
+    "import statement": "import cnn_course.functional as F\n",
+    "from-import": "from cnn_course.functional import conv_output_size as reference\n",
+    "importlib": "import importlib\nF = importlib.import_module('cnn_course.functional')\n",
+    "__import__": "F = __import__('cnn_' + 'course')\n",
+    "exec of its source": "exec(open('/work/main/cnn_' + 'course/ops/conv.py').read())\n",
+    "sys.path": "import sys\nsys.path.insert(0, '/work/main')\nimport cnn_course\n",
+    "builtins reached through numpy": (
+        "import numpy as np\n"
+        "_load = getattr(np, '_' + '_builtins__')['_' + '_import__']\n"
+        "F = _load('cnn' + '_course.functional', fromlist=['x'])\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_importing_the_library_is_refused(grade_with, route):
+    code = ROUTES[route] + "\n\n" + OUTPUT_SIZE
+    report = grade_with({"conv_output_size": code}, ["conv_output_size"])
+    assert checks(report, "conv_output_size") == ["banned import"] * 4
+    assert report["total"] == 0
+
+
+def test_numpy_convolve_is_banned_where_the_exercise_is_the_convolution(grade_with):
+    code = variant("conv2d", ("out = np.zeros(", "np.convolve([1.0], [1.0])\n    out = np.zeros("))
+    report = grade_with({"conv2d": code, "relu_backward": RIGHT_RELU}, ["conv2d"])
+    assert checks(report, "conv2d") == ["banned call"] * 5
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable directory that the unprivileged cases can reach (pytest's tmp_path
+    is private to root): only the grader's process control protects the files in it."""
+    path = Path(tempfile.mkdtemp(prefix="shared-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_background_process_cannot_rewrite_the_report(open_dir, tmp_path):
+    report_file = open_dir / "report.json"
+    heartbeat = open_dir / "heartbeat"
+    daemon = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        for i in range(100):\n"
+        f"            open({str(heartbeat)!r}, 'w').write(str(i))\n"
+        "            try:\n"
+        f"                open({str(report_file)!r}, 'w').write('{{\"total\": 999}}')\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "            time.sleep(0.05)\n"
+        "    os._exit(0)\n\n"
+    )
+    submission = build_submission(tmp_path / "sub", {"conv_output_size": daemon + OUTPUT_SIZE})
+    argv = [str(submission), "--seed", str(SEED), "--exercise", "conv_output_size"]
+    assert cli.main([*argv, "--no-notebooks", "--json", str(report_file)]) == 0
+    written = report_file.read_text()
+    time.sleep(0.5)  # a survivor would rewrite the report and the heartbeat by now
+    assert report_file.read_text() == written
+    assert '"total": 4' in written
+    beat = heartbeat.read_text() if heartbeat.exists() else None
+    time.sleep(0.3)
+    assert (heartbeat.read_text() if heartbeat.exists() else None) == beat
+    assert sandbox.descendants(os.getpid()) == []
+
+
+def test_writing_the_report_during_grading_is_undone(open_dir, tmp_path):
+    report_file = open_dir / "report.json"
+    link_target = tmp_path / "precious.txt"
+    link_target.write_text("keep me")
+    writer = (
+        "import os\n"
+        "try:\n"
+        f"    open({str(report_file)!r}, 'w').write('{{\"total\": 999}}')\n"
+        "except OSError:\n"
+        f"    os.symlink({str(link_target)!r}, {str(report_file)!r})\n\n"
+    )
+    submission = build_submission(tmp_path / "sub", {"conv_output_size": writer + OUTPUT_SIZE})
+    argv = [str(submission), "--seed", str(SEED), "--exercise", "conv_output_size"]
+    assert cli.main([*argv, "--no-notebooks", "--json", str(report_file)]) == 0
+    assert not report_file.is_symlink()
+    assert '"total": 4' in report_file.read_text()
+    assert link_target.read_text() == "keep me"
+
+
+def test_cases_run_as_nobody_when_graded_by_root(open_dir, grade_with):
+    if not sandbox.is_root():
+        pytest.skip("privileges are dropped only when the grader runs as root")
+    probe = open_dir / "uid"
+    code = f"import os\nopen({str(probe)!r}, 'w').write(str(os.getuid()))\n\n" + OUTPUT_SIZE
+    report = grade_with({"conv_output_size": code}, ["conv_output_size"])
+    assert report["total"] == 4
+    assert probe.read_text() == str(sandbox.NOBODY)
+
+
+def test_no_process_survives_a_timeout(grade_with, open_dir):
+    marker = open_dir / "alive"
+    code = (
+        "import os, time\n\n"
+        "def relu_backward(grad_out, x):\n"
+        "    os.fork()\n"
+        "    while True:\n"
+        f"        open({str(marker)!r}, 'w').write(str(time.time()))\n"
+        "        time.sleep(0.05)\n"
+    )
+    report = grade_with({"relu_backward": code}, ["relu_backward"])
+    assert checks(report, "relu_backward") == ["timeout", "timeout"]
+    last = marker.read_text()
+    time.sleep(0.3)
+    assert marker.read_text() == last
+    assert not any(_alive(pid) for pid in sandbox.descendants(os.getpid()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_unprivileged_case_cannot_signal_the_grader(grade_with, open_dir):
+    if not sandbox.is_root():
+        pytest.skip("privileges are dropped only when the grader runs as root")
+    refused = open_dir / "refused"
+    kill = (
+        "    for pid in (os.getppid(), 1):\n"
+        "        try:\n"
+        "            os.kill(pid, signal.SIGKILL)\n"
+        "        except PermissionError:\n"
+        f"            open({str(refused)!r}, 'a').write('refused ')\n"
+    )
+    code = "import os, signal\n\n" + RIGHT_RELU.replace("    return", kill + "    return")
+    report = grade_with({"relu_backward": code}, ["relu_backward"])
+    assert report["total"] == 2
+    assert refused.read_text() == "refused " * 4
