@@ -7,8 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Set ORACLE=0 to skip installing PyTorch (the test oracle); CI always installs it.
 ORACLE ?= 1
-EXTRAS := test,book$(if $(filter 1,$(ORACLE)),$(comma)oracle)
 comma := ,
+EXTRAS := test,book$(if $(filter 1,$(ORACLE)),$(comma)oracle)
 PIP_QUIET := --disable-pip-version-check --progress-bar off -q
 # pip warns about every unused local index it is configured with; keep the log readable.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
