@@ -91,6 +91,12 @@ def _digits8x8() -> tuple[np.ndarray, np.ndarray]:
 DATASETS = {"mnist5k": _mnist5k, "digits8x8": _digits8x8}
 
 
+def _class_members(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Each class present in the host array ``labels``, with the indices of its samples."""
+    for c in np.unique(labels):
+        yield int(c), np.flatnonzero(labels == c)
+
+
 def stratified_split(y: Any, test_size: float, seed: RngLike = 0) -> tuple[Any, Any]:
     """Indices of a stratified train/test split: each class contributes
     ``round(test_size * count)`` samples to the test part.
@@ -99,12 +105,12 @@ def stratified_split(y: Any, test_size: float, seed: RngLike = 0) -> tuple[Any, 
     """
     if not 0 < test_size < 1:
         raise ValueError(f"stratified_split: test_size must be in (0, 1), got {test_size!r}")
-    labels = to_numpy(y)
     rng = _rng(seed)
-    test = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        test.append(rng.permutation(members)[: round(test_size * members.size)])
+    labels = to_numpy(y)
+    test = [
+        rng.permutation(members)[: round(test_size * members.size)]
+        for _, members in _class_members(labels)
+    ]
     test_idx = np.sort(np.concatenate(test))
     train_idx = np.setdiff1d(np.arange(labels.size), test_idx)
     return train_idx, test_idx
@@ -121,18 +127,26 @@ def load_digits(name: str = "mnist5k", test_size: float = 0.2, seed: int = 0) ->
         Fraction of each class held out for testing (default 0.2: 4,000 / 1,000 for
         ``mnist5k``).
     seed : int
-        Seed of the split.
+        Seed of the split and of the order within each part.
 
     Returns
     -------
     Digits
         ``x_train`` (N_train, 1, H, W) float32 in [0, 1], ``y_train`` (N_train,) int64,
         ``x_test``, ``y_test`` likewise, and ``name``; arrays on the current backend.
+
+    Notes
+    -----
+    The source files are ordered by label. Each part is therefore shuffled (a permutation
+    drawn from the same seeded generator, right after the split), so that a batch cut from
+    either part without further shuffling holds a mix of classes. The split itself stays
+    stratified and is the one :func:`stratified_split` gives for ``seed``.
     """
     if name not in DATASETS:
         raise ValueError(f"load_digits: name must be one of {sorted(DATASETS)}, got {name!r}")
     images, labels = DATASETS[name]()
-    train_idx, test_idx = stratified_split(labels, test_size, seed)
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = (rng.permutation(i) for i in stratified_split(labels, test_size, rng))
     return Digits(
         asarray(images[train_idx]),
         asarray(labels[train_idx]),
@@ -239,11 +253,9 @@ def class_counts(y: Any, num_classes: int | None = None) -> np.ndarray:
 def _resample(x: Any, y: Any, target: int, replace: bool, seed: RngLike):
     """``target`` samples of every class: drawn with replacement when a class needs more
     samples than it has (its own samples all kept once), without when it has too many."""
-    labels = to_numpy(y)
     rng = _rng(seed)
     chosen = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
+    for _, members in _class_members(to_numpy(y)):
         if replace:
             extra = rng.choice(members, target - members.size, replace=True)
             chosen.append(np.concatenate([members, extra]))
@@ -296,8 +308,11 @@ def smote(x: Any, y: Any, k: int = 5, seed: RngLike = None) -> tuple[Any, Any]:
     xp = array_module(x, y)
     rows = x.reshape(x.shape[0], -1)
     new_x, new_y = [x], [y]
-    for c in np.flatnonzero((counts > 0) & (counts < counts.max())):
-        members = np.flatnonzero(labels == c)
+    largest = int(counts.max())
+    for c, members in _class_members(labels):
+        need = largest - members.size
+        if need == 0:
+            continue  # the largest classes get no synthetic samples
         if members.size < 2:
             raise ValueError(f"smote: class {c} has 1 sample; interpolation needs at least 2")
         own = rows[xp.asarray(members)]
@@ -305,7 +320,6 @@ def smote(x: Any, y: Any, k: int = 5, seed: RngLike = None) -> tuple[Any, Any]:
         # nearest neighbours within the class, the sample itself (distance 0) excluded
         nearest = xp.argsort(pairwise_sq_distances(own, own), axis=1, kind="stable")
         neighbours = nearest[:, 1 : k_c + 1]
-        need = int(counts.max() - members.size)
         base = xp.asarray(rng.integers(0, members.size, need))
         partner = neighbours[base, xp.asarray(rng.integers(0, k_c, need))]
         gap = xp.asarray(rng.random((need, 1)), dtype=x.dtype)
@@ -315,7 +329,9 @@ def smote(x: Any, y: Any, k: int = 5, seed: RngLike = None) -> tuple[Any, Any]:
     return xp.concatenate(new_x), xp.concatenate(new_y)
 
 
-def class_weights(y: Any, num_classes: int | None = None, beta: float | None = None) -> Any:
+def class_weights(
+    y: Any, num_classes: int | None = None, beta: float | None = None, dtype: Any = "float32"
+) -> Any:
     """Per-class loss weights that counter class imbalance.
 
     - ``beta=None``: inverse frequency, ``w_c = N / (K n_c)`` (scikit-learn's "balanced"):
@@ -324,8 +340,12 @@ def class_weights(y: Any, num_classes: int | None = None, beta: float | None = N
       ``w_c = (1 - beta) / (1 - beta ** n_c)`` rescaled to sum to K; beta = 0 gives equal
       weights and beta -> 1 approaches inverse frequency.
 
-    Returns a float32 (K,) array on the backend of ``y``. Every class needs a sample.
+    Returns a (K,) array of ``dtype`` (a floating-point dtype; match it to the logits, since
+    ``cross_entropy`` wants one dtype for both) on the backend of ``y``. Every class needs a
+    sample.
     """
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"class_weights: dtype must be a floating-point dtype, got {dtype!r}")
     counts = class_counts(y, num_classes)
     if (counts == 0).any():
         missing = np.flatnonzero(counts == 0).tolist()
@@ -337,5 +357,4 @@ def class_weights(y: Any, num_classes: int | None = None, beta: float | None = N
         weights = weights * counts.size / weights.sum()
     else:
         raise ValueError(f"class_weights: beta must be in [0, 1), got {beta!r}")
-    xp = array_module(y)
-    return xp.asarray(weights, dtype=xp.float32)
+    return array_module(y).asarray(weights, dtype=dtype)

@@ -28,13 +28,20 @@ __all__ = [
 ]
 
 
-def _require_boxes(boxes: Any, name: str, op: str) -> None:
-    require_float(boxes, name, op, ndim=2)
-    if boxes.shape[1] != 4:
+def _require_rows(a: Any, name: str, op: str, rows: str, layout: str) -> None:
+    """``a`` is a 2-D float array with one ``layout`` per row, e.g. ``rows="N"`` and
+    ``layout="(x1, y1, x2, y2)"``: a shape (N, 4)."""
+    require_float(a, name, op, ndim=2)
+    width = layout.count(",") + 1
+    if a.shape[1] != width:
         raise ValueError(
-            f"{op}: {name} must have shape (N, 4) as rows (x1, y1, x2, y2), "
-            f"got shape {tuple(boxes.shape)}"
+            f"{op}: {name} must have shape ({rows}, {width}) as rows {layout}, "
+            f"got shape {tuple(a.shape)}"
         )
+
+
+def _require_boxes(boxes: Any, name: str, op: str) -> None:
+    _require_rows(boxes, name, op, "N", "(x1, y1, x2, y2)")
 
 
 def box_area(boxes: Any) -> Any:
@@ -131,15 +138,12 @@ def batched_nms(boxes: Any, scores: Any, idxs: Any, iou_threshold: float) -> Any
     return nms(boxes + (idxs.astype(boxes.dtype) * (extent + 1))[:, None], scores, iou_threshold)
 
 
-def _require_rois(x: Any, rois: Any, op: str) -> None:
+def _roi_output_size(x: Any, rois: Any, output_size: Any, op: str) -> tuple[int, int]:
+    """Check the arguments RoI pooling and RoI align share; return ``(PH, PW)``."""
     require_float(x, "x", op, ndim=4)
-    require_float(rois, "rois", op, ndim=2)
+    _require_rows(rois, "rois", op, "K", "[batch_index, x1, y1, x2, y2]")
     require_same_backend(op, x=x, rois=rois)
-    if rois.shape[1] != 5:
-        raise ValueError(
-            f"{op}: rois must have shape (K, 5) as rows [batch_index, x1, y1, x2, y2], "
-            f"got shape {tuple(rois.shape)}"
-        )
+    return positive_pair(output_size, "output_size", op)
 
 
 def _round_half_away(v: Any) -> Any:
@@ -172,8 +176,7 @@ def roi_pool(
     -------
     (K, C, PH, PW) array.
     """
-    _require_rois(x, rois, "roi_pool")
-    ph_count, pw_count = positive_pair(output_size, "output_size", "roi_pool")
+    ph_count, pw_count = _roi_output_size(x, rois, output_size, "roi_pool")
     xp = array_module(x, rois)
     _, _, height, width = x.shape
     corners = _round_half_away(rois[:, 1:] * spatial_scale).astype(xp.int64)
@@ -250,11 +253,10 @@ def roi_align(
 
     Parameters
     ----------
-    x : (N, C, H, W) float array
-    rois : (K, 5) float array, rows ``[batch_index, x1, y1, x2, y2]``
-    output_size : int or (PH, PW)
-    spatial_scale : float
+    x, rois, output_size, spatial_scale
+        As for :func:`roi_pool`: (N, C, H, W), (K, 5), int or (PH, PW), float.
     sampling_ratio : int
+        Samples per bin along each axis; <= 0 for the adaptive ``ceil(roi_size / bins)``.
     aligned : bool
         Shift by half a pixel so that a box's corner maps onto the pixel-corner grid.
 
@@ -262,8 +264,7 @@ def roi_align(
     -------
     (K, C, PH, PW) array.
     """
-    _require_rois(x, rois, "roi_align")
-    ph_count, pw_count = positive_pair(output_size, "output_size", "roi_align")
+    ph_count, pw_count = _roi_output_size(x, rois, output_size, "roi_align")
     if not isinstance(sampling_ratio, int):
         raise TypeError(f"roi_align: sampling_ratio must be an int, got {sampling_ratio!r}")
     xp = array_module(x, rois)

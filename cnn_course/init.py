@@ -20,6 +20,7 @@ A uniform ``U(-b, b)`` has variance ``b^2 / 3``, hence the bounds ``b = sqrt(3) 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from cnn_course.backend import array_module, is_cupy_array, np
@@ -103,11 +104,11 @@ def _is_array(a: Any) -> bool:
     return isinstance(a, np.ndarray) or is_cupy_array(a)
 
 
-def _fill(tensor: Any, host: Any, op: str) -> Any:
-    """Copy the host values into ``tensor`` (array or Parameter) in place; return ``tensor``."""
+def _fill(tensor: Any, op: str, draw: Callable[[tuple[int, ...]], Any]) -> Any:
+    """Fill ``tensor`` (array or Parameter) in place with the host values ``draw(shape)``
+    (copied to the device once); return ``tensor``."""
     array = _target(tensor, op)
-    xp = array_module(array)
-    array[...] = xp.asarray(host, dtype=array.dtype)
+    array[...] = array_module(array).asarray(draw(array.shape), dtype=array.dtype)
     return tensor
 
 
@@ -126,14 +127,18 @@ def _fan(shape: tuple[int, ...], mode: str) -> int:
 
 def uniform_(tensor: Any, a: float = 0.0, b: float = 1.0, generator: Generator = None) -> Any:
     """Fill with samples of ``U(a, b)``."""
-    shape = _target(tensor, "uniform_").shape
-    return _fill(tensor, _rng(generator).uniform(a, b, size=shape), "uniform_")
+    return _fill(tensor, "uniform_", lambda shape: _rng(generator).uniform(a, b, size=shape))
 
 
 def normal_(tensor: Any, mean: float = 0.0, std: float = 1.0, generator: Generator = None) -> Any:
     """Fill with samples of ``N(mean, std^2)``."""
-    shape = _target(tensor, "normal_").shape
-    return _fill(tensor, _rng(generator).normal(mean, std, size=shape), "normal_")
+    return _fill(tensor, "normal_", lambda shape: _rng(generator).normal(mean, std, size=shape))
+
+
+def _uniform_with_std(tensor: Any, std: float, generator: Generator) -> Any:
+    """``U(-b, b)`` with ``b = sqrt(3) * std``: the uniform distribution of that std."""
+    bound = math.sqrt(3.0) * std
+    return uniform_(tensor, -bound, bound, generator)
 
 
 def _constant(tensor: Any, val: float, op: str) -> Any:
@@ -158,15 +163,18 @@ def ones_(tensor: Any) -> Any:
 
 def xavier_uniform_(tensor: Any, gain: float = 1.0, generator: Generator = None) -> Any:
     """Glorot uniform: ``U(-b, b)``, ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
-    fan_in, fan_out = calculate_fan_in_and_fan_out(_target(tensor, "xavier_uniform_").shape)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(tensor, -bound, bound, generator)
+    std = _xavier_std(tensor, gain, "xavier_uniform_")
+    return _uniform_with_std(tensor, std, generator)
 
 
 def xavier_normal_(tensor: Any, gain: float = 1.0, generator: Generator = None) -> Any:
     """Glorot normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
-    fan_in, fan_out = calculate_fan_in_and_fan_out(_target(tensor, "xavier_normal_").shape)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+    return normal_(tensor, 0.0, _xavier_std(tensor, gain, "xavier_normal_"), generator)
+
+
+def _xavier_std(tensor: Any, gain: float, op: str) -> float:
+    fan_in, fan_out = calculate_fan_in_and_fan_out(_target(tensor, op).shape)
+    return gain * math.sqrt(2.0 / (fan_in + fan_out))
 
 
 def _kaiming_std(tensor: Any, a: float, mode: str, nonlinearity: str, op: str) -> float:
@@ -184,8 +192,8 @@ def kaiming_uniform_(
     """He uniform: ``U(-b, b)``, ``b = gain * sqrt(3 / fan)``, ``gain = calculate_gain
     (nonlinearity, a)``. PyTorch's default for Conv2d/Linear weights is ``a = sqrt(5)``,
     which gives ``b = 1 / sqrt(fan_in)``."""
-    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_uniform_")
-    return uniform_(tensor, -bound, bound, generator)
+    std = _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_uniform_")
+    return _uniform_with_std(tensor, std, generator)
 
 
 def kaiming_normal_(

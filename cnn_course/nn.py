@@ -28,7 +28,7 @@ from typing import Any
 
 import cnn_course.functional as F
 from cnn_course import init
-from cnn_course._checks import nonnegative_pair, positive_pair, require_float
+from cnn_course._checks import nonnegative_pair, positive_pair, require_float, require_number
 from cnn_course.analysis import (
     ReceptiveField,
     conv_output_size,
@@ -376,12 +376,95 @@ def _window_repr(layer: Module, names: Sequence[str]) -> str:
     return ", ".join(f"{n}={getattr(layer, n)}" for n in names)
 
 
-class Conv2d(Module):
+def _data(param: Parameter | None) -> Array | None:
+    """The array of an optional Parameter (an absent bias stays None)."""
+    return None if param is None else param.data
+
+
+class _OpLayer(Module):
+    """A layer that is one call of ``F.<op>(x, **args)`` forward and
+    ``F.<op>_backward(grad_out, x, **args)`` backward, ``args`` being the attributes named
+    in ``arg_names`` (the functional op's keyword names)."""
+
+    op = ""
+    arg_names: tuple[str, ...] = ()
+
+    def _args(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.arg_names}
+
+    def forward(self, x: Array) -> Array:
+        self._x = x
+        return getattr(F, self.op)(x, **self._args())
+
+    def backward(self, grad_out: Array) -> Array:
+        return getattr(F, self.op + "_backward")(grad_out, self._saved(), **self._args())
+
+    def extra_repr(self) -> str:
+        return _window_repr(self, self.arg_names)
+
+
+class _Conv(_OpLayer):
+    """What :class:`Conv2d` and :class:`ConvTranspose2d` share: the window arguments, the
+    groups check, the weight and bias Parameters, and the calls
+    ``F.<op>(x, weight, bias, **args)`` and ``F.<op>_backward(grad_out, x, weight, **args)``.
+
+    PyTorch stores a convolution's weight as (C_out, C_in/groups, kh, kw) and a transposed
+    convolution's as (C_in, C_out/groups, kh, kw), and takes the bias's fan-in from the
+    stored dimension 1 in both cases."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int],
+        padding: int | Sequence[int],
+        dilation: int | Sequence[int],
+        groups: int,
+        bias: bool,
+        transposed: bool,
+    ) -> None:
+        super().__init__()
+        op = type(self).__name__
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", op)
+        self.stride = positive_pair(stride, "stride", op)
+        self.padding = nonnegative_pair(padding, "padding", op)
+        self.dilation = positive_pair(dilation, "dilation", op)
+        _check_groups(op, in_channels, out_channels, groups)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        rows, cols = (in_channels, out_channels) if transposed else (out_channels, in_channels)
+        self.weight = Parameter((rows, cols // groups, *self.kernel_size), _default_weight_init)
+        fan_in = cols // groups * math.prod(self.kernel_size)
+        self.bias = (
+            Parameter((out_channels,), _fan_in_uniform(fan_in), role="bias") if bias else None
+        )
+
+    def forward(self, x: Array) -> Array:
+        self._x = x
+        return getattr(F, self.op)(x, self.weight.data, _data(self.bias), **self._args())
+
+    def backward(self, grad_out: Array) -> Array:
+        grad_x, grad_w, grad_b = getattr(F, self.op + "_backward")(
+            grad_out, self._saved(), self.weight.data, **self._args()
+        )
+        _accumulate((self.weight, grad_w), (self.bias, grad_b))
+        return grad_x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, " + _window_repr(
+            self, ("kernel_size", *self.arg_names)
+        )
+
+
+class Conv2d(_Conv):
     """2-D convolution (cross-correlation), ``F.conv2d`` / ``F.conv2d_backward``.
 
     Input (N, C_in, H, W) -> (N, C_out, H_out, W_out); ``weight`` (C_out, C_in/groups, kh,
     kw); ``bias`` (C_out,) or None. ``padding`` is an int or a pair.
     """
+
+    op = "conv2d"
+    arg_names = ("stride", "padding", "dilation", "groups")
 
     def __init__(
         self,
@@ -394,38 +477,9 @@ class Conv2d(Module):
         groups: int = 1,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        op = "Conv2d"
-        self.kernel_size = positive_pair(kernel_size, "kernel_size", op)
-        self.stride = positive_pair(stride, "stride", op)
-        self.padding = nonnegative_pair(padding, "padding", op)
-        self.dilation = positive_pair(dilation, "dilation", op)
-        _check_groups(op, in_channels, out_channels, groups)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        fan_in = in_channels // groups * math.prod(self.kernel_size)
-        self.weight = Parameter(
-            (out_channels, in_channels // groups, *self.kernel_size), _default_weight_init
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, False
         )
-        self.bias = (
-            Parameter((out_channels,), _fan_in_uniform(fan_in), role="bias") if bias else None
-        )
-
-    def _args(self) -> dict[str, Any]:
-        return dict(
-            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
-        )
-
-    def forward(self, x: Array) -> Array:
-        self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        return F.conv2d(x, self.weight.data, bias, **self._args())
-
-    def backward(self, grad_out: Array) -> Array:
-        grad_x, grad_w, grad_b = F.conv2d_backward(
-            grad_out, self._saved(), self.weight.data, **self._args()
-        )
-        _accumulate((self.weight, grad_w), (self.bias, grad_b))
-        return grad_x
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, c, h, w = _check_input_shape(type(self).__name__, input_shape, self.in_channels)
@@ -444,19 +498,17 @@ class Conv2d(Module):
     def rf_params(self, input_shape):
         return (self.kernel_size, self.stride, self.padding, self.dilation)
 
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, " + _window_repr(
-            self, ("kernel_size", "stride", "padding", "dilation", "groups")
-        )
 
-
-class ConvTranspose2d(Module):
+class ConvTranspose2d(_Conv):
     """Transposed convolution, ``F.conv_transpose2d`` and its backward.
 
     ``weight`` (C_in, C_out/groups, kh, kw) as PyTorch; output size
     ``(H - 1) s - 2 p + d (k - 1) + output_padding + 1``. Its units have no fixed window on
     the input (it upsamples), so ``rf_params`` is None.
     """
+
+    op = "conv_transpose2d"
+    arg_names = ("stride", "padding", "output_padding", "groups", "dilation")
 
     def __init__(
         self,
@@ -470,44 +522,12 @@ class ConvTranspose2d(Module):
         bias: bool = True,
         dilation: int | Sequence[int] = 1,
     ) -> None:
-        super().__init__()
-        op = "ConvTranspose2d"
-        self.kernel_size = positive_pair(kernel_size, "kernel_size", op)
-        self.stride = positive_pair(stride, "stride", op)
-        self.padding = nonnegative_pair(padding, "padding", op)
-        self.output_padding = nonnegative_pair(output_padding, "output_padding", op)
-        self.dilation = positive_pair(dilation, "dilation", op)
-        _check_groups(op, in_channels, out_channels, groups)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        # PyTorch computes the fans from the weight tensor as stored: dimension 1 is C_out/g.
-        fan_in = out_channels // groups * math.prod(self.kernel_size)
-        self.weight = Parameter(
-            (in_channels, out_channels // groups, *self.kernel_size), _default_weight_init
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, True
         )
-        self.bias = (
-            Parameter((out_channels,), _fan_in_uniform(fan_in), role="bias") if bias else None
+        self.output_padding = nonnegative_pair(
+            output_padding, "output_padding", type(self).__name__
         )
-
-    def _args(self) -> dict[str, Any]:
-        return dict(
-            stride=self.stride,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            groups=self.groups,
-            dilation=self.dilation,
-        )
-
-    def forward(self, x: Array) -> Array:
-        self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        return F.conv_transpose2d(x, self.weight.data, bias, **self._args())
-
-    def backward(self, grad_out: Array) -> Array:
-        grad_x, grad_w, grad_b = F.conv_transpose2d_backward(
-            grad_out, self._saved(), self.weight.data, **self._args()
-        )
-        _accumulate((self.weight, grad_w), (self.bias, grad_b))
-        return grad_x
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, c, h, w = _check_input_shape(type(self).__name__, input_shape, self.in_channels)
@@ -532,11 +552,6 @@ class ConvTranspose2d(Module):
 
     def rf_params(self, input_shape):
         return None
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, " + _window_repr(
-            self, ("kernel_size", "stride", "padding", "output_padding", "groups", "dilation")
-        )
 
 
 def _check_groups(op: str, in_channels: int, out_channels: int, groups: int) -> None:
@@ -584,12 +599,12 @@ class Linear(Module):
 
     def forward(self, x: Array) -> Array:
         self._x = x
-        bias = self.bias.data if self.bias is not None else None
-        return F.linear(x, self.weight.data, bias)
+        return F.linear(x, self.weight.data, _data(self.bias))
 
     def backward(self, grad_out: Array) -> Array:
-        bias = self.bias.data if self.bias is not None else None
-        grad_x, grad_w, grad_b = F.linear_backward(grad_out, self._saved(), self.weight.data, bias)
+        grad_x, grad_w, grad_b = F.linear_backward(
+            grad_out, self._saved(), self.weight.data, _data(self.bias)
+        )
         _accumulate((self.weight, grad_w), (self.bias, grad_b))
         return grad_x
 
@@ -613,58 +628,41 @@ class Linear(Module):
 # ----------------------------------------------------------------------------- activations
 
 
-class _Elementwise(Module):
-    """An activation ``F.<op>(x, **kwargs)`` with backward ``F.<op>_backward(grad_out, x,
-    **kwargs)``; the output shape is the input shape."""
-
-    op = ""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self.kwargs = kwargs
-
-    def forward(self, x: Array) -> Array:
-        self._x = x
-        return getattr(F, self.op)(x, **self.kwargs)
-
-    def backward(self, grad_out: Array) -> Array:
-        return getattr(F, self.op + "_backward")(grad_out, self._saved(), **self.kwargs)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-
-
-class ReLU(_Elementwise):
+class ReLU(_OpLayer):
     """``max(x, 0)``."""
 
     op = "relu"
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(_OpLayer):
     """``x`` for x > 0, ``negative_slope * x`` otherwise."""
 
     op = "leaky_relu"
+    arg_names = ("negative_slope",)
 
     def __init__(self, negative_slope: float = 0.01) -> None:
-        super().__init__(negative_slope=negative_slope)
+        super().__init__()
+        self.negative_slope = negative_slope
 
 
-class ELU(_Elementwise):
+class ELU(_OpLayer):
     """``x`` for x > 0, ``alpha (exp(x) - 1)`` otherwise."""
 
     op = "elu"
+    arg_names = ("alpha",)
 
     def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__(alpha=alpha)
+        super().__init__()
+        self.alpha = alpha
 
 
-class Sigmoid(_Elementwise):
+class Sigmoid(_OpLayer):
     """``1 / (1 + exp(-x))``."""
 
     op = "sigmoid"
 
 
-class Tanh(_Elementwise):
+class Tanh(_OpLayer):
     """``tanh(x)``."""
 
     op = "tanh"
@@ -705,7 +703,7 @@ class PReLU(Module):
 # -------------------------------------------------------------------------------- pooling
 
 
-class _Pool(Module):
+class _Pool(_OpLayer):
     """Shared window bookkeeping of max and average pooling (``stride`` defaults to
     ``kernel_size``, as PyTorch)."""
 
@@ -729,36 +727,23 @@ class _Pool(Module):
     def rf_params(self, input_shape):
         return (self.kernel_size, self.stride, self.padding, self.dilation)
 
-    def extra_repr(self) -> str:
-        return _window_repr(self, ("kernel_size", "stride", "padding", "dilation", "ceil_mode"))
-
 
 class MaxPool2d(_Pool):
     """Max pooling, ``F.max_pool2d`` / ``F.max_pool2d_backward``."""
+
+    op = "max_pool2d"
+    arg_names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> None:
         super().__init__()
         self._window("MaxPool2d", kernel_size, stride, padding, dilation, ceil_mode)
 
-    def _args(self) -> dict[str, Any]:
-        return dict(
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            ceil_mode=self.ceil_mode,
-        )
-
-    def forward(self, x: Array) -> Array:
-        self._x = x
-        return F.max_pool2d(x, **self._args())
-
-    def backward(self, grad_out: Array) -> Array:
-        return F.max_pool2d_backward(grad_out, self._saved(), **self._args())
-
 
 class AvgPool2d(_Pool):
     """Average pooling, ``F.avg_pool2d`` / ``F.avg_pool2d_backward``."""
+
+    op = "avg_pool2d"
+    arg_names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
 
     def __init__(
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
@@ -767,38 +752,18 @@ class AvgPool2d(_Pool):
         self._window("AvgPool2d", kernel_size, stride, padding, 1, ceil_mode)
         self.count_include_pad = count_include_pad
 
-    def _args(self) -> dict[str, Any]:
-        return dict(
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            ceil_mode=self.ceil_mode,
-            count_include_pad=self.count_include_pad,
-        )
 
-    def forward(self, x: Array) -> Array:
-        self._x = x
-        return F.avg_pool2d(x, **self._args())
-
-    def backward(self, grad_out: Array) -> Array:
-        return F.avg_pool2d_backward(grad_out, self._saved(), **self._args())
-
-
-class AdaptiveAvgPool2d(Module):
+class AdaptiveAvgPool2d(_OpLayer):
     """Average pooling to a fixed ``output_size`` (int or pair). Its window is regular only
     when the input size is a multiple of the output size; a 1x1 output (global average
     pooling) sees the whole input, and ``rf_params`` is then None."""
 
+    op = "adaptive_avg_pool2d"
+    arg_names = ("output_size",)
+
     def __init__(self, output_size: int | Sequence[int]) -> None:
         super().__init__()
         self.output_size = positive_pair(output_size, "output_size", "AdaptiveAvgPool2d")
-
-    def forward(self, x: Array) -> Array:
-        self._x = x
-        return F.adaptive_avg_pool2d(x, self.output_size)
-
-    def backward(self, grad_out: Array) -> Array:
-        return F.adaptive_avg_pool2d_backward(grad_out, self._saved(), self.output_size)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, c, _, _ = _check_input_shape("AdaptiveAvgPool2d", input_shape)
@@ -812,9 +777,6 @@ class AdaptiveAvgPool2d(Module):
             return None
         kernel = tuple(i // o for i, o in zip(hw, out, strict=True))
         return (kernel, kernel, 0, 1)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"
 
 
 class Flatten(Module):
@@ -858,8 +820,8 @@ class _BatchNorm(Module):
 
     def _args(self) -> dict[str, Any]:
         return dict(
-            weight=self.weight.data if self.weight is not None else None,
-            bias=self.bias.data if self.bias is not None else None,
+            weight=_data(self.weight),
+            bias=_data(self.bias),
             training=self.training,
             momentum=self.momentum,
             eps=self.eps,
@@ -930,9 +892,7 @@ class _AffineNorm(Module):
         self.bias = Parameter(shape, role="bias") if affine else None
 
     def _args(self) -> tuple:
-        weight = self.weight.data if self.weight is not None else None
-        bias = self.bias.data if self.bias is not None else None
-        return (self.arg, weight, bias, self.eps)
+        return (self.arg, _data(self.weight), _data(self.bias), self.eps)
 
     def forward(self, x: Array) -> Array:
         self._x = x
@@ -989,8 +949,9 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        p = require_number(p, "p", "Dropout")
+        if not 0 <= p < 1:  # p = 1 would zero everything and scale by 1/0
+            raise ValueError(f"Dropout: p (the drop probability) must be in [0, 1), got {p}")
         self.p = p
         self._rng = np.random.default_rng(_seeds.spawn(1)[0] if seed is None else seed)
 

@@ -113,6 +113,21 @@ class Optimizer:
         return grad + weight_decay * data if weight_decay else grad
 
 
+def _buffer(state: dict[str, Any], name: str, like: Any) -> Any:
+    """``state[name]``, made as zeros shaped like ``like`` on first use."""
+    if name not in state:
+        state[name] = array_module(like).zeros_like(like)
+    return state[name]
+
+
+def _decay_add(buffer: Any, decay: float, value: Any) -> Any:
+    """``buffer = decay * buffer + value`` in place, and return ``buffer``: a momentum
+    buffer, or a running average when ``value`` is scaled by ``1 - decay``."""
+    buffer *= decay
+    buffer += value
+    return buffer
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and
     L2 weight decay (``torch.optim.SGD``)."""
@@ -140,12 +155,12 @@ class SGD(Optimizer):
     def _update(self, data: Any, grad: Any, state: dict[str, Any]) -> None:
         d_p = self._l2(data, grad, self.weight_decay)
         if self.momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
+            if "momentum_buffer" in state:
+                buf = _decay_add(
+                    state["momentum_buffer"], self.momentum, (1 - self.dampening) * d_p
+                )
+            else:  # the first step starts the buffer at the gradient, undamped (as PyTorch)
                 buf = state["momentum_buffer"] = d_p.copy()
-            else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * d_p
             d_p = d_p + self.momentum * buf if self.nesterov else buf
         data -= self.lr * d_p
 
@@ -205,24 +220,15 @@ class RMSprop(Optimizer):
     def _update(self, data: Any, grad: Any, state: dict[str, Any]) -> None:
         xp = array_module(data)
         grad = self._l2(data, grad, self.weight_decay)
-        if "square_avg" not in state:
-            state["square_avg"] = xp.zeros_like(data)
-            state["grad_avg"] = xp.zeros_like(data) if self.centered else None
-            state["momentum_buffer"] = xp.zeros_like(data) if self.momentum else None
-        square_avg = state["square_avg"]
-        square_avg *= self.alpha
-        square_avg += (1 - self.alpha) * grad * grad
+        decay = self.alpha
+        square_avg = _decay_add(_buffer(state, "square_avg", data), decay, (1 - decay) * grad**2)
         if self.centered:
-            grad_avg = state["grad_avg"]
-            grad_avg *= self.alpha
-            grad_avg += (1 - self.alpha) * grad
+            grad_avg = _decay_add(_buffer(state, "grad_avg", data), decay, (1 - decay) * grad)
             avg = xp.sqrt(square_avg - grad_avg * grad_avg) + self.eps
         else:
             avg = xp.sqrt(square_avg) + self.eps
         if self.momentum:
-            buf = state["momentum_buffer"]
-            buf *= self.momentum
-            buf += grad / avg
+            buf = _decay_add(_buffer(state, "momentum_buffer", data), self.momentum, grad / avg)
             data -= self.lr * buf
         else:
             data -= self.lr * grad / avg
@@ -265,18 +271,11 @@ class Adam(Optimizer):
             data *= 1 - self.lr * self.weight_decay
         else:
             grad = self._l2(data, grad, self.weight_decay)
-        if "exp_avg" not in state:
-            state["exp_avg"] = xp.zeros_like(data)
-            state["exp_avg_sq"] = xp.zeros_like(data)
-            state["max_exp_avg_sq"] = xp.zeros_like(data) if self.amsgrad else None
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        exp_avg = _decay_add(_buffer(state, "exp_avg", data), beta1, (1 - beta1) * grad)
+        exp_avg_sq = _decay_add(_buffer(state, "exp_avg_sq", data), beta2, (1 - beta2) * grad**2)
         if self.amsgrad:
-            xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            exp_avg_sq = state["max_exp_avg_sq"]
+            max_sq = _buffer(state, "max_exp_avg_sq", data)
+            exp_avg_sq = xp.maximum(max_sq, exp_avg_sq, out=max_sq)
         step_size = self.lr / (1 - beta1**t)
         denom = xp.sqrt(exp_avg_sq) / math.sqrt(1 - beta2**t) + self.eps
         data -= step_size * exp_avg / denom

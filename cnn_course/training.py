@@ -21,6 +21,7 @@ therefore every number (on one backend and BLAS).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import time
@@ -92,6 +93,33 @@ def _epoch(
     return float(total_loss) / n, float(correct) / n
 
 
+class _NoBar:
+    """What training calls on a progress bar, doing nothing (``progress=False``)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values: Any) -> None:
+        pass
+
+
+def _progress_bar(total: int) -> Any:
+    """A tqdm bar over ``total`` batches: a widget in a notebook where ipywidgets is
+    installed, text otherwise (``tqdm.auto`` without ipywidgets warns "IProgress not
+    found" in a notebook, so plain ``tqdm.std`` is used then)."""
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(total=total, desc="training", unit="batch")
+
+
 def train(
     model: nn.Module,
     data: Digits,
@@ -109,9 +137,8 @@ def train(
     (momentum 0.9, Nesterov). Returns the history: one dict per epoch with ``epoch``,
     ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``lr`` (at the
     epoch's end) and ``seconds`` (cumulative training time, evaluation excluded).
+    ``progress`` shows a progress bar (tqdm, imported only then).
     """
-    from tqdm.auto import tqdm
-
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"train: optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     if not isinstance(epochs, int) or epochs < 1:
@@ -124,7 +151,7 @@ def train(
     schedule = WarmupCosineLR(opt, warmup, max(total, warmup + 1))
     rng = np.random.default_rng(seed)
     history, seconds = [], 0.0
-    with tqdm(total=total, desc="training", unit="batch", disable=not progress) as bar:
+    with _progress_bar(total) if progress else _NoBar() as bar:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             train_loss, train_acc = _epoch(model, data, opt, schedule, batch_size, rng, bar)

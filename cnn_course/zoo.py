@@ -70,25 +70,14 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, seed: int | None = None)
 def _classifier(in_features: int, hidden: int, num_classes: int, dropout_first: bool) -> list:
     """The two hidden fully connected layers of AlexNet and VGG (dropout before each linear
     in AlexNet, after each ReLU in VGG)."""
-    if dropout_first:
-        return [
-            nn.Dropout(0.5),
-            nn.Linear(in_features, hidden),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, num_classes),
-        ]
-    return [
-        nn.Linear(in_features, hidden),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, num_classes),
-    ]
+
+    def hidden_layer(n_in: int) -> list[nn.Module]:
+        # built in forward order: each layer draws its seed when it is constructed
+        if dropout_first:
+            return [nn.Dropout(0.5), nn.Linear(n_in, hidden), nn.ReLU()]
+        return [nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(0.5)]
+
+    return [*hidden_layer(in_features), *hidden_layer(hidden), nn.Linear(hidden, num_classes)]
 
 
 def alexnet(num_classes: int = 1000, seed: int | None = None) -> nn.Sequential:

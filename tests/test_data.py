@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cnn_course import functional as F
 from cnn_course.backend import to_numpy
 from cnn_course.data import (
+    DATASETS,
     batches,
     class_counts,
     class_weights,
@@ -22,6 +24,14 @@ from cnn_course.data import (
     stratified_split,
     undersample,
 )
+
+
+def test_stratified_split_hand_example():
+    y = np.asarray([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2])
+    train, test = stratified_split(y, 0.5, seed=3)
+    # round(0.5 * 4) = 2, round(0.5 * 8) = 4, round(0.5 * 2) = 1
+    assert np.bincount(y[test]).tolist() == [2, 4, 1]
+    assert sorted(train.tolist() + test.tolist()) == list(range(14))
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +59,26 @@ def test_load_digits_is_deterministic_and_disjoint(mnist):
     assert not any(row.tobytes() in train for row in to_numpy(mnist.x_test))
 
 
+def test_load_digits_shuffles_within_the_stratified_split(mnist):
+    # the source file is ordered by label: the parts must not be, so that unshuffled
+    # batches hold many classes; yet they are exactly the seeded stratified split
+    images, labels = DATASETS["mnist5k"]()
+    train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
+    for x, y, idx in (
+        (mnist.x_train, mnist.y_train, train_idx),
+        (mnist.x_test, mnist.y_test, test_idx),
+    ):
+        x, y = to_numpy(x), to_numpy(y)
+        assert {row.tobytes() for row in x} == {row.tobytes() for row in images[idx]}
+        assert sorted(y.tolist()) == sorted(labels[idx].tolist())
+        assert all(len(np.unique(y[i : i + 64])) >= 6 for i in range(0, y.size, 64))
+
+
 def test_load_digits8x8():
     d = load_digits("digits8x8", test_size=0.25)
     assert d.x_train.shape[1:] == (1, 8, 8) and d.x_train.dtype == np.float32
     assert d.x_train.shape[0] + d.x_test.shape[0] == 1797
     assert float(d.x_train.max()) == 1.0
-
-
-def test_stratified_split_hand_example():
-    y = np.asarray([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2])
-    train, test = stratified_split(y, 0.5, seed=3)
-    # round(0.5 * 4) = 2, round(0.5 * 8) = 4, round(0.5 * 2) = 1
-    assert np.bincount(y[test]).tolist() == [2, 4, 1]
-    assert sorted(train.tolist() + test.tolist()) == list(range(14))
 
 
 def test_batches_cover_the_epoch(xp):
@@ -176,6 +193,18 @@ def test_class_weights_hand_example(xp):
     assert class_weights(y, beta=0.0).tolist() == [1.0, 1.0, 1.0]
 
 
+def test_class_weights_dtype_matches_the_logits(xp):
+    y = xp.asarray([0, 0, 0, 1])
+    assert class_weights(y).dtype == xp.float32  # the default
+    weight = class_weights(y, dtype=xp.float64)
+    assert weight.dtype == xp.float64
+    logits = xp.zeros((4, 2), dtype=xp.float64)
+    # weights 4/6 and 4/2; every loss is log 2, and a weighted mean of equal values is log 2
+    loss = F.cross_entropy(logits, y, weight=weight)
+    assert loss.dtype == xp.float64
+    np.testing.assert_allclose(float(loss), 0.6931471805599453, rtol=1e-15)
+
+
 def test_class_weights_match_sklearn():
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -208,6 +237,8 @@ def test_data_rejects_bad_input(xp):
         class_weights(xp.asarray([0, 2]))
     with pytest.raises(ValueError, match=r"class_weights: beta must be in \[0, 1\)"):
         class_weights(xp.asarray([0, 1]), beta=1.0)
+    with pytest.raises(TypeError, match="class_weights: dtype must be a floating-point dtype"):
+        class_weights(xp.asarray([0, 1]), dtype="int64")
 
 
 def test_augmentations_leave_inputs_unchanged(xp):

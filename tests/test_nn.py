@@ -30,6 +30,30 @@ def run(layer: nn.Module, x, grad_out):
     return y, grad_x, [p.grad for p in layer.parameters()]
 
 
+def share_random_parameters(torch, ours: nn.Module, theirs, rng) -> None:
+    """Give our layer and PyTorch's the same random parameters (drawn here, by neither)."""
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert p.shape == tuple(q.shape)
+            q.copy_(torch.from_numpy(rng.standard_normal(p.shape)))
+            p.data = q.numpy().copy()
+
+
+def assert_step_matches_torch(torch, ours: nn.Module, theirs, x, rng) -> None:
+    """One forward and backward of both on ``x`` and a random ``grad_out``: outputs, input
+    gradients and parameter gradients agree (torch's gradients are reset afterwards)."""
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = theirs(xt)
+    grad_out = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.from_numpy(grad_out))
+    y, grad_x, grads = run(ours, x, grad_out)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for g, q in zip(grads, theirs.parameters(), strict=True):
+        np.testing.assert_allclose(g, q.grad.numpy(), rtol=1e-9, atol=1e-11)
+        q.grad = None
+
+
 def check_module_gradients(layer: nn.Module, x, rng, eps: float = 1e-6) -> None:
     """Float64 centred differences for the input and every parameter of ``layer``.
 
@@ -189,22 +213,9 @@ LAYERS = [
 def test_layer_matches_torch(torch, rng, make, name, args, shape, training):
     ours = make().to("float64").train(training)
     theirs = getattr(torch.nn, name)(*args).double().train(training)
-    with torch.no_grad():  # our default initialisation, copied into torch's layer
-        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
-            q.copy_(torch.from_numpy(rng.standard_normal(p.shape)))
-            p.data = q.numpy().copy()
+    share_random_parameters(torch, ours, theirs, rng)
     for _ in range(2):  # a second step sees the running statistics of the first
-        x = rng.standard_normal(shape)
-        xt = torch.from_numpy(x).requires_grad_()
-        yt = theirs(xt)
-        grad_out = rng.standard_normal(tuple(yt.shape))
-        yt.backward(torch.from_numpy(grad_out))
-        y, grad_x, grads = run(ours, x, grad_out)
-        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-9, atol=1e-11)
-        for g, q in zip(grads, theirs.parameters(), strict=True):
-            np.testing.assert_allclose(g, q.grad.numpy(), rtol=1e-9, atol=1e-11)
-            q.grad = None
+        assert_step_matches_torch(torch, ours, theirs, rng.standard_normal(shape), rng)
         for buffer in ("running_mean", "running_var"):
             if hasattr(theirs, buffer):
                 np.testing.assert_allclose(getattr(ours, buffer), getattr(theirs, buffer).numpy())
@@ -281,21 +292,8 @@ def test_basic_block_matches_torch_resnet_block(torch, rng):
 
     theirs = TorchBasicBlock().double()
     ours = nn.BasicBlock(3, 4, stride=2).to("float64")
-    with torch.no_grad():
-        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
-            assert p.shape == tuple(q.shape)
-            q.copy_(torch.from_numpy(rng.standard_normal(p.shape)))
-            p.data = q.numpy().copy()
-    x = rng.standard_normal((2, 3, 7, 6))
-    xt = torch.from_numpy(x).requires_grad_()
-    yt = theirs(xt)
-    grad_out = rng.standard_normal(tuple(yt.shape))
-    yt.backward(torch.from_numpy(grad_out))
-    y, grad_x, grads = run(ours, x, grad_out)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-9, atol=1e-11)
-    for g, q in zip(grads, theirs.parameters(), strict=True):
-        np.testing.assert_allclose(g, q.grad.numpy(), rtol=1e-9, atol=1e-11)
+    share_random_parameters(torch, ours, theirs, rng)
+    assert_step_matches_torch(torch, ours, theirs, rng.standard_normal((2, 3, 7, 6)), rng)
 
 
 # ------------------------------------------------------------------ gradient checks
@@ -442,5 +440,10 @@ def test_rejects_bad_input():
         nn.ResidualAdd(nn.Conv2d(2, 3, 1)).output_shape((1, 2, 4, 4))
     with pytest.raises(ValueError, match="GroupNorm: num_groups=3 must divide num_channels=4"):
         nn.GroupNorm(3, 4)
-    with pytest.raises(ValueError, match=r"Dropout: p must be in \[0, 1\], got 1.5"):
-        nn.Dropout(1.5)
+    # the layer rejects what F.dropout rejects (p = 1 would divide by 1 - p = 0)
+    for p in (1.0, 1.5, -0.5):
+        message = rf"ropout: p \(the drop probability\) must be in \[0, 1\), got {p}"
+        with pytest.raises(ValueError, match="D" + message):
+            nn.Dropout(p)
+        with pytest.raises(ValueError, match="d" + message):
+            F.dropout(np.ones(3), p)

@@ -1,19 +1,58 @@
-"""The LeNet-5 capstone: the training step can fit a batch exactly, a short run learns, a seed
-fixes every number, and the command writes its JSON and plot."""
+"""The LeNet-5 capstone: evaluation on a hand example, the training step can fit a batch
+exactly, a short run learns, a seed fixes every number, tqdm is imported only for a progress
+bar, and the command writes its JSON and plot."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import cnn_course.functional as F
-from cnn_course import zoo
+from cnn_course import nn, zoo
 from cnn_course.backend import use_backend
 from cnn_course.data import load_digits
 from cnn_course.optim import Adam
 from cnn_course.training import bench_lenet_epoch, evaluate, main, train, train_lenet5
+
+
+def test_evaluate_hand_example():
+    # identity weights: the logits are the inputs. Row losses -log softmax(z)[t]:
+    # (2, 0), t=0: log(1 + e^-2) = 0.1269280110; (0, 1), t=1: log(1 + e^-1) = 0.3132616875;
+    # (1, 3), t=0: log(1 + e^2) = 2.1269280110 (and predicted 1: wrong). Mean 0.8557059032.
+    model = nn.Sequential(nn.Linear(2, 2))
+    model[0].weight.data = np.eye(2)
+    model[0].bias.data = np.zeros(2)
+    x = np.asarray([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
+    loss, accuracy = evaluate(model, x, np.asarray([0, 1, 0]), batch_size=2)  # chunks 2 + 1
+    assert loss == pytest.approx(0.8557059032013894, rel=1e-12)
+    assert accuracy == pytest.approx(2 / 3)
+    assert model.training  # left in the mode it was in
+
+
+def test_progress_bar_imports_tqdm_only_when_shown():
+    # tqdm.auto warns "IProgress not found" in a notebook without ipywidgets: without a
+    # progress bar tqdm is not imported at all, with one tqdm.auto only where it works
+    code = """
+import importlib.util, sys
+from cnn_course import nn
+from cnn_course.data import load_digits
+from cnn_course.training import train
+data = load_digits("digits8x8")
+train(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), data, epochs=1, progress=False)
+print(sorted(m for m in sys.modules if m.startswith("tqdm")))
+train(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), data, epochs=1, progress=True)
+widgets = importlib.util.find_spec("ipywidgets") is not None
+print("std", "tqdm.std" in sys.modules, "auto", ("tqdm.auto" in sys.modules) == widgets)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "std True auto True"]
+    assert "training" in done.stderr  # the bar was drawn
 
 
 @pytest.fixture(scope="module")

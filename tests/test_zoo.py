@@ -11,6 +11,26 @@ from cnn_course import functional as F
 from cnn_course import nn, zoo
 from cnn_course.analysis import count_parameters, summary
 
+
+def test_lenet5_hand_counts_and_one_training_step(rng):
+    # conv1 6*(1*25)+6 = 156, conv2 16*(6*25)+16 = 2416, fc 400*120+120 = 48120,
+    # 120*84+84 = 10164, 84*10+10 = 850: total 61,706
+    model = zoo.lenet5(num_classes=10, in_channels=1, seed=0)
+    s = summary(model, (1, 28, 28))
+    assert [r.params for r in s.rows if r.params] == [156, 2416, 48120, 10164, 850]
+    assert s.total_params == 61_706
+    assert s.receptive_field.size == (16, 16)
+    x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
+    target = rng.integers(0, 10, 8)
+    logits = model.forward(x)
+    loss = F.cross_entropy(logits, target)
+    model.backward(F.cross_entropy_backward(np.float32(1.0), logits, target))
+    for p in model.parameters():  # one SGD step lowers the loss on this batch
+        assert p.grad.shape == p.shape and p.grad.dtype == np.float32
+        p.data = p.data - 0.05 * p.grad
+    assert F.cross_entropy(model.forward(x), target) < loss
+
+
 # torchvision's model tables: parameters and GFLOPS (MACs, 224x224, rounded to 0.01)
 PUBLISHED = [
     ("alexnet", 61_100_840, 0.71),
@@ -63,25 +83,6 @@ def test_googlenet_aux_forward_backward_small(rng):
     assert model.aux1.layers[-1].weight.grad is not None
     model.eval()
     assert model.forward(x).shape == (2, 3)  # eval: logits only
-
-
-def test_lenet5_hand_counts_and_one_training_step(rng):
-    # conv1 6*(1*25)+6 = 156, conv2 16*(6*25)+16 = 2416, fc 400*120+120 = 48120,
-    # 120*84+84 = 10164, 84*10+10 = 850: total 61,706
-    model = zoo.lenet5(num_classes=10, in_channels=1, seed=0)
-    s = summary(model, (1, 28, 28))
-    assert [r.params for r in s.rows if r.params] == [156, 2416, 48120, 10164, 850]
-    assert s.total_params == 61_706
-    assert s.receptive_field.size == (16, 16)
-    x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
-    target = rng.integers(0, 10, 8)
-    logits = model.forward(x)
-    loss = F.cross_entropy(logits, target)
-    model.backward(F.cross_entropy_backward(np.float32(1.0), logits, target))
-    for p in model.parameters():  # one SGD step lowers the loss on this batch
-        assert p.grad.shape == p.shape and p.grad.dtype == np.float32
-        p.data = p.data - 0.05 * p.grad
-    assert F.cross_entropy(model.forward(x), target) < loss
 
 
 def test_num_classes_and_seed():
