@@ -20,6 +20,9 @@ __all__ = [
     "require_array",
     "require_float",
     "require_same_backend",
+    "require_same_dtype",
+    "require_number",
+    "require_grad_out",
 ]
 
 
@@ -79,3 +82,50 @@ def require_same_backend(op: str, **arrays: Any) -> None:
     if len(set(kinds.values())) > 1:
         where = ", ".join(f"{n}={'cupy' if c else 'numpy'}" for n, c in kinds.items())
         raise TypeError(f"{op}: arrays must all be numpy or all be cupy, got {where}")
+
+
+def require_same_dtype(op: str, **arrays: Any) -> None:
+    """All given arrays (``None`` skipped) share one dtype, so float32 stays float32."""
+    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
+    if len(set(dtypes.values())) > 1:
+        where = ", ".join(f"{n}={d}" for n, d in dtypes.items())
+        raise TypeError(f"{op}: arrays must share one dtype, got {where}")
+
+
+def require_number(value: Any, name: str, op: str) -> float:
+    """A real scalar (Python or NumPy, not bool) as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def require_grad_out(
+    op: str,
+    grad_out: Any,
+    shape: Sequence[int],
+    like: Any = None,
+    same_dtype: bool = False,
+) -> None:
+    """``grad_out`` is an ndarray with the forward output's ``shape``.
+
+    With ``like`` (the forward's input ``x``), it must also be a floating-point array of rank
+    ``len(shape)`` on ``like``'s backend, and the message names ``like``'s shape; with
+    ``same_dtype`` also of ``like``'s dtype (the convolutions, whose GEMMs write into arrays
+    of that dtype).
+    """
+    if like is None:
+        require_array(grad_out, "grad_out", op)
+    else:
+        require_float(grad_out, "grad_out", op, ndim=len(shape))
+        require_same_backend(op, grad_out=grad_out, x=like)
+    got, shape = tuple(grad_out.shape), tuple(shape)
+    if same_dtype and (got != shape or grad_out.dtype != like.dtype):
+        raise ValueError(
+            f"{op}: grad_out must have the forward output's shape {shape} and dtype "
+            f"{like.dtype}, got shape {got} and dtype {grad_out.dtype}"
+        )
+    if got != shape:
+        context = "" if like is None else f" (x shape {tuple(like.shape)})"
+        raise ValueError(
+            f"{op}: grad_out has shape {got} but the forward output has shape {shape}{context}"
+        )

@@ -1,19 +1,39 @@
 """``cnn-course bench``: time the course's operations against the bounds that matter.
 
 For each convolution shape (ResNet-style 3x3 layers at several widths, a strided layer, a
-1x1 bottleneck, first layers with 1 and 3 input channels, LeNet's layers; float32) it times
-``conv2d`` forward and backward against
+1x1 bottleneck, a MobileNet depthwise layer, first layers with 1 and 3 input channels,
+LeNet's layers; float32) it times ``conv2d`` forward and backward against
 
-(a) the plain GEMM the convolution reduces to, (N*H_out*W_out, C*kh*kw) x (C*kh*kw, F): the
-    limit of any im2col design;
+(a) the plain GEMM the convolution reduces to, (N*H_out*W_out, C*kh*kw) x (C*kh*kw, F) (one
+    per group, batched, for a grouped layer): the limit of any im2col design;
 (b) PyTorch (oneDNN on the CPU, cuDNN on a GPU) with the same number of threads, when
     PyTorch is installed;
 (c) the naive loop definition ``conv2d_naive``, on a small batch of the small shapes.
 
-Then max and average pooling forward and backward against PyTorch, and a LeNet training
-epoch when ``cnn_course.training.bench_lenet_epoch`` exists. Every time is the best of
-several runs after a warm-up, and every ratio compares times measured in the same run.
-``--json FILE`` writes all of it (the book's chapters on im2col and on FLOPs display it).
+A depthwise layer (one 3x3 filter per channel, stride 1) runs the direct path of ``conv2d``
+(no columns, no GEMM), so its "GEMM" column, the batch of one-row matrix products the
+im2col path would run, is only a reference and not held to the GEMM target.
+
+Then max and average pooling forward and backward against PyTorch. PyTorch's max-pooling
+backward receives the indices its forward saved; ours by default recomputes them from ``x``
+(a backward takes the forward's arguments), which costs more than the backward itself. The
+table therefore shows both of ours (from ``x``, and from the forward's ``indices``) against
+PyTorch's backward, and forward+backward as each library runs it in training; the DESIGN
+target compares like with like (forward, backward from indices, forward+backward).
+
+Last, a LeNet training epoch when ``cnn_course.training.bench_lenet_epoch`` exists. Every
+time is the best of several runs after a warm-up, and every ratio compares times measured in
+the same run. ``--json FILE`` writes all of it (the book's chapters on im2col and on FLOPs
+display it).
+
+Why LeNet C3 (5x5, 6->16 channels, 14x14) sits at the 1.3x GEMM limit (1.28x to 1.52x
+from run to run, single-threaded): its column matrix has 150 rows but only 16 filters use
+it, so the GEMM does just 32 flops per column value the gather writes. Gathering the
+64 x 150 x 100 columns costs about 70% of the GEMM itself, whatever the order (one strided
+copy, the two contiguous copies ``conv2d`` uses, the whole batch at once or cache-sized
+tiles, into a reused buffer: all measured, the two-step gather is the fastest). Only a
+design without columns (a direct or Winograd kernel in compiled code, as in oneDNN) avoids
+that copy.
 """
 
 from __future__ import annotations
@@ -34,22 +54,25 @@ import numpy as np
 
 from cnn_course.ops.conv import conv2d, conv2d_backward, conv2d_naive, conv2d_workspace_bytes
 
-# (name, N, C, H, W, F, kernel, stride, padding); sizes keep a full CPU run near 2 minutes.
+# (name, N, C, H, W, F, kernel, stride, padding, groups); sizes keep a full CPU run near
+# 2 minutes.
 CONV_SHAPES = [
-    ("ResNet 3x3, 64 ch, 56x56", 8, 64, 56, 56, 64, 3, 1, 1),
-    ("ResNet 3x3, 128 ch, 28x28", 8, 128, 28, 28, 128, 3, 1, 1),
-    ("ResNet 3x3, 256 ch, 14x14", 8, 256, 14, 14, 256, 3, 1, 1),
-    ("ResNet 3x3, 512 ch, 7x7", 8, 512, 7, 7, 512, 3, 1, 1),
-    ("strided 3x3/2, 64->128, 56x56", 8, 64, 56, 56, 128, 3, 2, 1),
-    ("bottleneck 1x1, 256->64, 56x56", 8, 256, 56, 56, 64, 1, 1, 0),
-    ("first layer 7x7/2, 3->64, 224x224", 8, 3, 224, 224, 64, 7, 2, 3),
-    ("LeNet C1 5x5, 1->6, 32x32", 64, 1, 32, 32, 6, 5, 1, 0),
-    ("LeNet C3 5x5, 6->16, 14x14", 64, 6, 14, 14, 16, 5, 1, 0),
+    ("ResNet 3x3, 64 ch, 56x56", 8, 64, 56, 56, 64, 3, 1, 1, 1),
+    ("ResNet 3x3, 128 ch, 28x28", 8, 128, 28, 28, 128, 3, 1, 1, 1),
+    ("ResNet 3x3, 256 ch, 14x14", 8, 256, 14, 14, 256, 3, 1, 1, 1),
+    ("ResNet 3x3, 512 ch, 7x7", 8, 512, 7, 7, 512, 3, 1, 1, 1),
+    ("strided 3x3/2, 64->128, 56x56", 8, 64, 56, 56, 128, 3, 2, 1, 1),
+    ("bottleneck 1x1, 256->64, 56x56", 8, 256, 56, 56, 64, 1, 1, 0, 1),
+    ("MobileNet depthwise 3x3, 128 ch, 56x56", 8, 128, 56, 56, 128, 3, 1, 1, 128),
+    ("first layer 7x7/2, 3->64, 224x224", 8, 3, 224, 224, 64, 7, 2, 3, 1),
+    ("LeNet C1 5x5, 1->6, 32x32", 64, 1, 32, 32, 6, 5, 1, 0, 1),
+    ("LeNet C3 5x5, 6->16, 14x14", 64, 6, 14, 14, 16, 5, 1, 0, 1),
 ]
 QUICK_CONV_SHAPES = [
-    ("tiny 3x3, 8 ch, 12x12", 2, 8, 12, 12, 8, 3, 1, 1),
-    ("tiny 3x3/2, 8->16, 12x12", 2, 8, 12, 12, 16, 3, 2, 1),
-    ("tiny LeNet-like 5x5, 1->4, 16x16", 4, 1, 16, 16, 4, 5, 1, 0),
+    ("tiny 3x3, 8 ch, 12x12", 2, 8, 12, 12, 8, 3, 1, 1, 1),
+    ("tiny 3x3/2, 8->16, 12x12", 2, 8, 12, 12, 16, 3, 2, 1, 1),
+    ("tiny depthwise 3x3, 8 ch, 12x12", 2, 8, 12, 12, 8, 3, 1, 1, 8),
+    ("tiny LeNet-like 5x5, 1->4, 16x16", 4, 1, 16, 16, 4, 5, 1, 0, 1),
 ]
 # (name, kind, N, C, H, W, kernel, stride, padding)
 POOL_SHAPES = [
@@ -73,7 +96,11 @@ TARGETS = [
     ("conv_forward_vs_torch_worst", 4.0, "conv2d forward / PyTorch, worst shape"),
     ("conv_backward_vs_torch_geomean", 2.5, "conv2d backward / PyTorch, geometric mean"),
     ("conv_backward_vs_torch_worst", 5.0, "conv2d backward / PyTorch, worst shape"),
-    ("max_pool_vs_torch_worst", 3.0, "max pooling forward and backward / PyTorch, worst"),
+    (
+        "max_pool_vs_torch_worst",
+        3.0,
+        "max pooling / PyTorch, worst of forward, backward from indices, forward+backward",
+    ),
     ("lenet_epoch_vs_torch", 2.0, "LeNet training epoch / PyTorch"),
 ]
 
@@ -152,19 +179,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, Any]:
-    name, n, c, h, w, f, k, stride, padding = shape
+    name, n, c, h, w, f, k, stride, padding, groups = shape
     xp, torch = backend.xp, backend.torch
-    x, weight = backend.random(rng, (n, c, h, w)), backend.random(rng, (f, c, k, k))
-    out = conv2d(x, weight, None, stride, padding)
+    x, weight = backend.random(rng, (n, c, h, w)), backend.random(rng, (f, c // groups, k, k))
+    args = (stride, padding, 1, groups)
+    out = conv2d(x, weight, None, *args)
     oh, ow = out.shape[2:]
     grad_out = backend.random(rng, tuple(out.shape))
-    gemm_a = backend.random(rng, (n * oh * ow, c * k * k))
-    gemm_b = backend.random(rng, (c * k * k, f))
+    # One GEMM per group: (N*H_out*W_out, C/G*kh*kw) x (C/G*kh*kw, F/G), batched over groups.
+    gemm_a = backend.random(rng, (groups, n * oh * ow, c // groups * k * k))
+    gemm_b = backend.random(rng, (groups, c // groups * k * k, f // groups))
+    if groups == 1:
+        gemm_a, gemm_b = gemm_a[0], gemm_b[0]
     times = {
         "gemm": _best_time(lambda: xp.matmul(gemm_a, gemm_b), backend, repeat),
-        "forward": _best_time(lambda: conv2d(x, weight, None, stride, padding), backend, repeat),
+        "forward": _best_time(lambda: conv2d(x, weight, None, *args), backend, repeat),
         "backward": _best_time(
-            lambda: conv2d_backward(grad_out, x, weight, stride, padding), backend, repeat
+            lambda: conv2d_backward(grad_out, x, weight, *args), backend, repeat
         ),
         "torch_forward": None,
         "torch_backward": None,
@@ -172,9 +203,7 @@ def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, 
     if torch is not None:
         xt, wt, gt = (backend.to_torch(a) for a in (x, weight, grad_out))
         conv = torch.nn.functional.conv2d
-        times["torch_forward"] = _best_time(
-            lambda: conv(xt, wt, None, stride, padding), backend, repeat
-        )
+        times["torch_forward"] = _best_time(lambda: conv(xt, wt, None, *args), backend, repeat)
         times["torch_backward"] = _best_time(
             lambda: torch.ops.aten.convolution_backward(
                 gt,
@@ -186,13 +215,13 @@ def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, 
                 [1, 1],
                 False,
                 [0, 0],
-                1,
+                groups,
                 [True, True, True],
             ),
             backend,
             repeat,
         )
-    memory = conv2d_workspace_bytes((n, c, h, w), (f, c, k, k), stride, padding)
+    memory = conv2d_workspace_bytes((n, c, h, w), (f, c // groups, k, k), stride, padding)
     return {
         "name": name,
         "shape": {
@@ -204,8 +233,11 @@ def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, 
             "kernel": k,
             "stride": stride,
             "padding": padding,
+            "groups": groups,
         },
         "gemm_shape": [n * oh * ow, c * k * k, f],
+        # conv2d's path: a depthwise layer with stride 1 runs without columns or GEMM
+        "path": "direct" if groups == c == f and stride == 1 else "im2col",
         "times_s": times,
         "ratios": {
             "forward_vs_gemm": _ratio(times["forward"], times["gemm"]),
@@ -219,13 +251,15 @@ def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, 
 
 def _bench_naive(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, Any] | None:
     """The loop definition vs the fast path on ``NAIVE_BATCH`` samples of small layers."""
-    _, n, c, h, w, f, k, stride, padding = shape
+    _, n, c, h, w, f, k, stride, padding, groups = shape
     outputs = NAIVE_BATCH * f * ((h + 2 * padding - k) // stride + 1) ** 2
     if backend.name != "numpy" or outputs > NAIVE_MAX_OUTPUTS:
         return None
-    x, weight = backend.random(rng, (NAIVE_BATCH, c, h, w)), backend.random(rng, (f, c, k, k))
-    naive = _best_time(lambda: conv2d_naive(x, weight, None, stride, padding), backend, 1)
-    fast = _best_time(lambda: conv2d(x, weight, None, stride, padding), backend, repeat)
+    x = backend.random(rng, (NAIVE_BATCH, c, h, w))
+    weight = backend.random(rng, (f, c // groups, k, k))
+    args = (stride, padding, 1, groups)
+    naive = _best_time(lambda: conv2d_naive(x, weight, None, *args), backend, 1)
+    fast = _best_time(lambda: conv2d(x, weight, None, *args), backend, repeat)
     return {"batch": NAIVE_BATCH, "naive_s": naive, "ours_s": fast, "speedup": naive / fast}
 
 
@@ -244,34 +278,37 @@ def _pool_functions() -> tuple[dict[str, tuple[Callable, Callable]] | None, str]
 
 
 def _bench_pool(shape: tuple, funcs: dict, backend: _Backend, repeat: int, rng) -> dict:
+    """Forward and backward against PyTorch's. PyTorch's max-pooling backward receives the
+    indices its forward saved; ours by default recomputes them from ``x`` (the course's
+    convention: a backward takes the forward's arguments), so max pooling is timed both ways,
+    and forward+backward as each library runs it in training (ours: forward, then backward
+    from ``x``; PyTorch: forward with indices, then backward from them)."""
     name, kind, n, c, h, w, k, stride, padding = shape
     forward, backward = funcs[kind]
     x = backend.random(rng, (n, c, h, w))
     out = forward(x, k, stride, padding)
     grad_out = backend.random(rng, tuple(out.shape))
+
+    def both() -> None:
+        forward(x, k, stride, padding)
+        backward(grad_out, x, k, stride, padding)
+
     times = {
         "forward": _best_time(lambda: forward(x, k, stride, padding), backend, repeat),
         "backward": _best_time(lambda: backward(grad_out, x, k, stride, padding), backend, repeat),
+        "forward_backward": _best_time(both, backend, repeat),
         "torch_forward": None,
         "torch_backward": None,
+        "torch_forward_backward": None,
     }
+    if kind == "max":
+        _, indices = forward(x, k, stride, padding, return_indices=True)
+        times["backward_from_indices"] = _best_time(
+            lambda: backward(grad_out, x, k, stride, padding, indices=indices), backend, repeat
+        )
     torch = backend.torch
     if torch is not None:
-        xt, gt = backend.to_torch(x), backend.to_torch(grad_out)
-        aten, ks, ss, ps = torch.ops.aten, [k, k], [stride, stride], [padding, padding]
-        if kind == "max":
-            _, indices = aten.max_pool2d_with_indices(xt, ks, ss, ps)
-            fwd = lambda: torch.nn.functional.max_pool2d(xt, k, stride, padding)  # noqa: E731
-            bwd = lambda: aten.max_pool2d_with_indices_backward(  # noqa: E731
-                gt, xt, ks, ss, ps, [1, 1], False, indices
-            )
-        else:
-            fwd = lambda: torch.nn.functional.avg_pool2d(xt, k, stride, padding)  # noqa: E731
-            bwd = lambda: aten.avg_pool2d_backward(  # noqa: E731
-                gt, xt, ks, ss, ps, False, True, None
-            )
-        times["torch_forward"] = _best_time(fwd, backend, repeat)
-        times["torch_backward"] = _best_time(bwd, backend, repeat)
+        times.update(_torch_pool_times(kind, x, grad_out, shape, backend, repeat))
     return {
         "name": name,
         "kind": kind,
@@ -288,7 +325,45 @@ def _bench_pool(shape: tuple, funcs: dict, backend: _Backend, repeat: int, rng) 
         "ratios": {
             "forward_vs_torch": _ratio(times["forward"], times["torch_forward"]),
             "backward_vs_torch": _ratio(times["backward"], times["torch_backward"]),
+            "backward_from_indices_vs_torch": _ratio(
+                times.get("backward_from_indices"), times["torch_backward"]
+            ),
+            "forward_backward_vs_torch": _ratio(
+                times["forward_backward"], times["torch_forward_backward"]
+            ),
         },
+    }
+
+
+def _torch_pool_times(kind, x, grad_out, shape, backend: _Backend, repeat: int) -> dict:
+    torch = backend.torch
+    _, _, _, _, _, _, k, stride, padding = shape
+    xt, gt = backend.to_torch(x), backend.to_torch(grad_out)
+    aten, ks, ss, ps = torch.ops.aten, [k, k], [stride, stride], [padding, padding]
+    if kind == "max":
+        _, indices = aten.max_pool2d_with_indices(xt, ks, ss, ps)
+        fwd = lambda: torch.nn.functional.max_pool2d(xt, k, stride, padding)  # noqa: E731
+
+        def bwd(saved=indices):
+            return aten.max_pool2d_with_indices_backward(gt, xt, ks, ss, ps, [1, 1], False, saved)
+
+        def both():
+            return bwd(aten.max_pool2d_with_indices(xt, ks, ss, ps)[1])
+
+    else:
+        fwd = lambda: torch.nn.functional.avg_pool2d(xt, k, stride, padding)  # noqa: E731
+
+        def bwd():
+            return aten.avg_pool2d_backward(gt, xt, ks, ss, ps, False, True, None)
+
+        def both():
+            fwd()
+            return bwd()
+
+    return {
+        "torch_forward": _best_time(fwd, backend, repeat),
+        "torch_backward": _best_time(bwd, backend, repeat),
+        "torch_forward_backward": _best_time(both, backend, repeat),
     }
 
 
@@ -319,10 +394,21 @@ def _summary(conv: list[dict], pool: list[dict], lenet: dict) -> dict[str, Any]:
     def ratios(rows: list[dict], key: str) -> list[float]:
         return [r["ratios"][key] for r in rows if r["ratios"][key] is not None]
 
-    fwd_gemm = ratios(conv, "forward_vs_gemm")
+    # The GEMM bound is that of the im2col design: layers on the direct path run no GEMM.
+    fwd_gemm = ratios([r for r in conv if r.get("path") != "direct"], "forward_vs_gemm")
     fwd, bwd = ratios(conv, "forward_vs_torch"), ratios(conv, "backward_vs_torch")
+    # Like for like: the backward from the saved indices against PyTorch's (which receives
+    # them); the backward that recomputes them is in the table, not in the target.
     max_rows = [r for r in pool if r["kind"] == "max"]
-    max_pool = ratios(max_rows, "forward_vs_torch") + ratios(max_rows, "backward_vs_torch")
+    max_pool = [
+        value
+        for key in (
+            "forward_vs_torch",
+            "backward_from_indices_vs_torch",
+            "forward_backward_vs_torch",
+        )
+        for value in ratios(max_rows, key)
+    ]
     values = {
         "conv_forward_vs_gemm_worst": max(fwd_gemm, default=None),
         "conv_forward_vs_torch_geomean": _geomean(fwd),
@@ -428,17 +514,38 @@ def _print_report(report: dict[str, Any]) -> None:
         )
     if report["pool"]:
         _print_table(
-            "pooling",
-            ["layer", "fwd", "torch fwd", "fwd/torch", "bwd", "torch bwd", "bwd/torch"],
+            "pooling (bwd: from x, recomputing the arg-max; bwd idx: from the forward's indices, "
+            "as PyTorch's bwd; fwd+bwd: ours from x, PyTorch from indices)",
+            [
+                "layer",
+                "fwd",
+                "torch fwd",
+                "fwd/torch",
+                "bwd",
+                "bwd idx",
+                "torch bwd",
+                "bwd/torch",
+                "idx/torch",
+                "fwd+bwd",
+                "torch f+b",
+                "f+b/torch",
+            ],
             [
                 [
                     r["name"],
-                    _fmt_s(r["times_s"]["forward"]),
-                    _fmt_s(r["times_s"]["torch_forward"]),
+                    *(_fmt_s(r["times_s"][key]) for key in ("forward", "torch_forward")),
                     _fmt_r(r["ratios"]["forward_vs_torch"]),
-                    _fmt_s(r["times_s"]["backward"]),
-                    _fmt_s(r["times_s"]["torch_backward"]),
+                    *(
+                        _fmt_s(r["times_s"].get(key))
+                        for key in ("backward", "backward_from_indices", "torch_backward")
+                    ),
                     _fmt_r(r["ratios"]["backward_vs_torch"]),
+                    _fmt_r(r["ratios"]["backward_from_indices_vs_torch"]),
+                    *(
+                        _fmt_s(r["times_s"][k])
+                        for k in ("forward_backward", "torch_forward_backward")
+                    ),
+                    _fmt_r(r["ratios"]["forward_backward_vs_torch"]),
                 ]
                 for r in report["pool"]
             ],
@@ -514,7 +621,7 @@ def run(
             "numpy": np.__version__,
             "torch": None if torch is None else torch.__version__,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.processor()}",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             # other work on the machine while it ran (1-minute load average, where known)
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },

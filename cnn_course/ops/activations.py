@@ -11,10 +11,15 @@ uses the one-sided derivative PyTorch uses; the docstring says which.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
-from cnn_course._checks import require_array, require_float, require_same_backend
+from cnn_course._checks import (
+    require_float,
+    require_grad_out,
+    require_number,
+    require_same_backend,
+    require_same_dtype,
+)
 from cnn_course.backend import array_module
 
 __all__ = [
@@ -41,31 +46,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- validation
-def _require_same_dtype(op: str, **arrays: Any) -> None:
-    """All given arrays (``None`` skipped) share one dtype, so float32 stays float32."""
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        where = ", ".join(f"{n}={d}" for n, d in dtypes.items())
-        raise TypeError(f"{op}: arrays must share one dtype, got {where}")
-
-
-def _require_grad(op: str, grad_out: Any, shape: tuple[int, ...]) -> None:
-    """``grad_out`` is an ndarray shaped like the forward's output."""
-    require_array(grad_out, "grad_out", op)
-    if tuple(grad_out.shape) != tuple(shape):
-        raise ValueError(
-            f"{op}: grad_out has shape {tuple(grad_out.shape)} but the forward output has "
-            f"shape {tuple(shape)}"
-        )
-
-
-def _require_number(value: Any, name: str, op: str) -> float:
-    """A real scalar (Python or NumPy, not bool) as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
-    return float(value)
-
-
 def _axis(dim: Any, ndim: int, op: str) -> int:
     """``dim`` as a non-negative axis of an ``ndim``-dimensional array."""
     if isinstance(dim, bool) or not isinstance(dim, int):
@@ -78,7 +58,7 @@ def _axis(dim: Any, ndim: int, op: str) -> int:
 def _check_elementwise(op: str, grad_out: Any, x: Any) -> None:
     require_float(x, "x", op)
     if grad_out is not None:
-        _require_grad(op, grad_out, x.shape)
+        require_grad_out(op, grad_out, x.shape)
         require_same_backend(op, grad_out=grad_out, x=x)
 
 
@@ -139,7 +119,7 @@ def leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
 
     The slope is a fixed hyper-parameter (PReLU, :func:`prelu`, learns it instead).
     """
-    negative_slope = _require_number(negative_slope, "negative_slope", "leaky_relu")
+    negative_slope = require_number(negative_slope, "negative_slope", "leaky_relu")
     _check_elementwise("leaky_relu", None, x)
     return array_module(x).where(x > 0, x, x * negative_slope)
 
@@ -147,7 +127,7 @@ def leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
 def leaky_relu_backward(grad_out: Any, x: Any, negative_slope: float = 0.01) -> Any:
     """Gradient of ``leaky_relu``: ``grad_out`` for ``x > 0``, ``negative_slope * grad_out``
     otherwise (at exactly 0 the slope side, as PyTorch)."""
-    negative_slope = _require_number(negative_slope, "negative_slope", "leaky_relu_backward")
+    negative_slope = require_number(negative_slope, "negative_slope", "leaky_relu_backward")
     _check_elementwise("leaky_relu_backward", grad_out, x)
     return array_module(x).where(x > 0, grad_out, grad_out * negative_slope)
 
@@ -157,7 +137,7 @@ def _prelu_weight_shape(op: str, x: Any, weight: Any) -> tuple[int, ...]:
     require_float(x, "x", op)
     require_float(weight, "weight", op, ndim=1)
     require_same_backend(op, x=x, weight=weight)
-    _require_same_dtype(op, x=x, weight=weight)
+    require_same_dtype(op, x=x, weight=weight)
     if weight.shape[0] == 1:
         return (1,)
     if x.ndim < 2 or x.shape[1] != weight.shape[0]:
@@ -194,7 +174,7 @@ def prelu_backward(grad_out: Any, x: Any, weight: Any) -> tuple[Any, Any]:
     each channel (all of them for a single slope).
     """
     shape = _prelu_weight_shape("prelu_backward", x, weight)
-    _require_grad("prelu_backward", grad_out, x.shape)
+    require_grad_out("prelu_backward", grad_out, x.shape)
     xp = array_module(x)
     negative = x <= 0
     grad_x = xp.where(negative, grad_out * weight.reshape(shape), grad_out)
@@ -213,7 +193,7 @@ def elu(x: Any, alpha: float = 1.0) -> Any:
     ``expm1`` keeps precision near 0; the exponential only sees ``min(x, 0)``, so large
     positive inputs cannot overflow.
     """
-    alpha = _require_number(alpha, "alpha", "elu")
+    alpha = require_number(alpha, "alpha", "elu")
     _check_elementwise("elu", None, x)
     xp = array_module(x)
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
@@ -222,7 +202,7 @@ def elu(x: Any, alpha: float = 1.0) -> Any:
 def elu_backward(grad_out: Any, x: Any, alpha: float = 1.0) -> Any:
     """Gradient of ``elu``: ``grad_out`` for ``x > 0``, ``grad_out * alpha * exp(x)``
     otherwise (at exactly 0 that is ``alpha * grad_out``, as PyTorch)."""
-    alpha = _require_number(alpha, "alpha", "elu_backward")
+    alpha = require_number(alpha, "alpha", "elu_backward")
     _check_elementwise("elu_backward", grad_out, x)
     xp = array_module(x)
     return xp.where(x > 0, grad_out, grad_out * (alpha * xp.exp(xp.minimum(x, 0))))
@@ -321,7 +301,7 @@ def maxout_backward(grad_out: Any, x: Any, pool_size: int) -> Any:
     """Gradient of ``maxout``: each output's gradient goes to the channel that held the
     maximum of its group (the first one on a tie), zero elsewhere. Shape of ``x``."""
     groups = _maxout_groups("maxout_backward", x, pool_size)
-    _require_grad("maxout_backward", grad_out, groups.shape[:2] + groups.shape[3:])
+    require_grad_out("maxout_backward", grad_out, groups.shape[:2] + groups.shape[3:])
     xp = array_module(x)
     winner = xp.expand_dims(xp.argmax(groups, axis=2), 2)
     piece = xp.arange(pool_size).reshape((1, 1, pool_size) + (1,) * (x.ndim - 2))

@@ -12,6 +12,12 @@ chunks: batch chunks bound the extra memory (``COLUMN_BUDGET_BYTES``), and cache
 tiles let each GEMM read columns that were just written (``conv2d_workspace_bytes``
 reports the sizes).
 
+A depthwise layer (``groups == C_in == C_out``, one filter per channel, as in MobileNet)
+would run C one-row GEMMs over columns kh*kw times the size of its input. Its backward, and
+its forward with stride 1, instead take the direct path (``_Taps``): a sum over the kh*kw
+kernel offsets of shifted input planes times per-channel weights, vectorised over N, C and
+the positions.
+
 Shapes: input ``(N, C, H, W)``; weight ``(C_out, C/groups, kh, kw)`` (PyTorch's layout);
 output ``(N, C_out, H_out, W_out)`` with ``H_out = floor((H + 2p - d(kh-1) - 1) / s) + 1``.
 ``conv2d`` is cross-correlation, as in every framework; ``convolve2d`` flips the kernel.
@@ -28,6 +34,7 @@ from cnn_course._checks import (
     nonnegative_pair,
     positive_pair,
     require_float,
+    require_grad_out,
     require_same_backend,
 )
 from cnn_course.backend import array_module
@@ -407,7 +414,11 @@ def _column_tiles(x: Array, geo: _Geometry, out_hw) -> Iterator[tuple[slice, sli
 
 
 def _forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
-    """Cross-correlation without bias: (N, C, H, W) -> (N, F, *out_hw), by im2col + GEMM."""
+    """Cross-correlation without bias: (N, C, H, W) -> (N, F, *out_hw), by im2col + GEMM
+    (depthwise layers with stride 1: directly; with a larger stride, splitting the stride
+    phases costs as much as the im2col gather saves)."""
+    if _depthwise(geo, x.shape[1], weight.shape[0]) and geo.stride == (1, 1):
+        return _depthwise_forward(x, weight, geo, out_hw)
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], geo.groups
     w3 = weight.reshape(g, f // g, -1)
@@ -425,6 +436,8 @@ def _forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
 
 def _weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Array:
     """d(sum(grad_out * conv(x, w)))/dw: grad_out (N, F, OH, OW), x (N, C, H, W)."""
+    if _depthwise(geo, x.shape[1], weight_shape[0]):
+        return _depthwise_weight_grad(grad_out, x, geo, weight_shape)
     xp = array_module(grad_out, x)
     f, g, out_hw = weight_shape[0], geo.groups, grad_out.shape[2:]
     grad_w = xp.zeros((g, f // g, math.prod(weight_shape[1:])), dtype=x.dtype)
@@ -441,6 +454,8 @@ def _weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Arr
 
 def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Array:
     """d(sum(grad_out * conv(x, w)))/dx: GEMM with the transposed weights, then col2im."""
+    if _depthwise(geo, x_shape[1], weight.shape[0]):
+        return _depthwise_input_grad(grad_out, weight, geo, x_shape)
     xp = array_module(grad_out, weight)
     n, c, h, w = x_shape
     (kh, kw), g, f = geo.kernel, geo.groups, weight.shape[0]
@@ -448,7 +463,7 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
     positions = out_hw[0] * out_hw[1]
     w_t = weight.reshape(g, f // g, -1).transpose(0, 2, 1)
     grad_x = xp.empty(x_shape, dtype=grad_out.dtype)
-    padded_hw = (h + sum(geo.pads[0]), w + sum(geo.pads[1]))
+    padded_hw = _padded_hw((h, w), geo)
     batch_last = not _per_sample(positions, f)
     per_sample_bytes = _column_bytes(x_shape, geo, out_hw, grad_out.itemsize)
     for chunk in _batch_chunks(n, per_sample_bytes, not batch_last):
@@ -470,6 +485,155 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
         folded = _crop(target, geo.pads, (h, w))
         grad_x[chunk] = folded.transpose(1, 0, 2, 3) if batch_last else folded
     return grad_x
+
+
+# --------------------------------------------------------------------------- depthwise
+
+# Planes per step of the depthwise loops: the accumulator of this many output bytes stays in
+# cache across the kh*kw taps (measured fastest near 256 KiB on a 2 MiB L2).
+_DEPTHWISE_CHUNK_BYTES = 256 * 2**10
+
+
+def _depthwise(geo: _Geometry, in_channels: int, out_channels: int) -> bool:
+    """One filter per input channel (``groups == C_in == C_out``): the direct path applies."""
+    return geo.groups > 1 and geo.groups == in_channels == out_channels
+
+
+class _Taps:
+    """Where each kernel offset (i, j) of a depthwise convolution reads its padded planes
+    (N*C, Hp, Wp), as one contiguous run per plane.
+
+    The planes are split into their ``sh*sw`` stride phases (rows ``r % sh``, columns
+    ``c % sw``; no copy for stride 1), each (Hq, Wq), and flattened. Offset (i, j) then reads
+    phase ``(i*dh % sh, j*dw % sw)`` from row ``i*dh // sh``, column ``j*dw // sw`` on, with
+    stride 1: one run of ``L = (H_out - 1) * Wq + W_out`` values. Output position
+    ``(oh, ow)`` is grid position ``oh * Wq + ow``; the ``Wq - W_out`` others of each row are
+    discarded. Long contiguous runs vectorise well even on 7x7 maps, where 2-D strided slices
+    would run 7 values at a time.
+    """
+
+    def __init__(self, geo: _Geometry, padded_hw, out_hw) -> None:
+        self.geo, self.out_hw = geo, tuple(out_hw)
+        (sh, sw), (hp, wp) = geo.stride, padded_hw
+        self.phase_hw = (-(-hp // sh), -(-wp // sw))
+        self.length = (out_hw[0] - 1) * self.phase_hw[1] + out_hw[1]
+
+    def planes(self, a: Array) -> Array:
+        """Padded (N, C, Hp, Wp) -> (N*C, sh*sw*Hq*Wq), stride phases one after another."""
+        xp = array_module(a)
+        (sh, sw), (hq, wq) = self.geo.stride, self.phase_hw
+        n, c, hp, wp = a.shape
+        if (sh, sw) == (1, 1):
+            return a.reshape(n * c, hp * wp)
+        full = xp.zeros((n * c, hq * sh, wq * sw), dtype=a.dtype)
+        full[:, :hp, :wp] = a.reshape(n * c, hp, wp)
+        phases = full.reshape(n * c, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3)
+        return xp.ascontiguousarray(phases).reshape(n * c, -1)
+
+    def unplanes(self, planes: Array, n: int) -> Array:
+        """Inverse of :meth:`planes`: (N, C, Hq*sh, Wq*sw), the padded planes and beyond."""
+        (sh, sw), (hq, wq) = self.geo.stride, self.phase_hw
+        phases = planes.reshape(len(planes), sh, sw, hq, wq).transpose(0, 3, 1, 4, 2)
+        return phases.reshape(n, -1, hq * sh, wq * sw)
+
+    def at(self, planes: Array, i: int, j: int) -> Array:
+        """(N*C, L): the values offset (i, j) meets at every grid position."""
+        (sh, sw), (dh, dw), (hq, wq) = self.geo.stride, self.geo.dilation, self.phase_hw
+        phase = (i * dh % sh) * sw + j * dw % sw
+        start = phase * hq * wq + (i * dh // sh) * wq + j * dw // sw
+        return planes[:, start : start + self.length]
+
+    def offsets(self) -> list[tuple[int, int]]:
+        return [(i, j) for i in range(self.geo.kernel[0]) for j in range(self.geo.kernel[1])]
+
+    def to_grid(self, a: Array) -> Array:
+        """(N, C, H_out, W_out) -> (N*C, L), discarded grid positions zero."""
+        xp = array_module(a)
+        (oh, ow), wq = self.out_hw, self.phase_hw[1]
+        wide = xp.zeros((a.shape[0] * a.shape[1], oh, wq), dtype=a.dtype)
+        wide[:, :, :ow] = a.reshape(-1, oh, ow)
+        return wide.reshape(len(wide), -1)[:, : self.length]
+
+    def from_grid(self, g: Array, n: int) -> Array:
+        """(N*C, L) -> (N, C, H_out, W_out)."""
+        xp = array_module(g)
+        (oh, ow), wq = self.out_hw, self.phase_hw[1]
+        wide = xp.empty((len(g), oh * wq), dtype=g.dtype)
+        wide[:, : self.length] = g
+        return xp.ascontiguousarray(wide.reshape(n, -1, oh, wq)[..., :ow])
+
+    def parts(self, planes: int, itemsize: int) -> list[slice]:
+        """Plane slices whose grid takes about :data:`_DEPTHWISE_CHUNK_BYTES`."""
+        step = max(1, _DEPTHWISE_CHUNK_BYTES // (self.length * itemsize))
+        return [slice(a, min(a + step, planes)) for a in range(0, planes, step)]
+
+
+def _padded_hw(hw: Sequence[int], geo: _Geometry) -> tuple[int, int]:
+    return hw[0] + sum(geo.pads[0]), hw[1] + sum(geo.pads[1])
+
+
+def _plane_kernels(weight: Array, n: int) -> Array:
+    """(C, 1, kh, kw) -> (N*C, kh, kw): plane ``b*C + c`` uses channel c's kernel."""
+    xp = array_module(weight)
+    c, _, kh, kw = weight.shape
+    return xp.broadcast_to(weight[:, 0], (n, c, kh, kw)).reshape(n * c, kh, kw)
+
+
+def _depthwise_forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
+    """Depthwise cross-correlation without im2col: the sum over the kh*kw kernel offsets of
+    the values each offset meets times that plane's weight at the offset, a cache-sized group
+    of planes at a time. No columns: kh*kw times less memory traffic than per-channel GEMMs
+    of one row each."""
+    xp = array_module(x, weight)
+    taps = _Taps(geo, _padded_hw(x.shape[2:], geo), out_hw)
+    planes = taps.planes(_pad(x, geo.pads))
+    kernels = _plane_kernels(weight, x.shape[0])
+    parts = taps.parts(len(planes), x.itemsize)
+    out = xp.empty((len(planes), taps.length), dtype=x.dtype)
+    term = xp.empty((parts[0].stop, taps.length), dtype=x.dtype)
+    for part in parts:
+        acc, tmp = out[part], term[: part.stop - part.start]
+        for k, (i, j) in enumerate(taps.offsets()):
+            w = kernels[part, i, j, None]
+            xp.multiply(taps.at(planes, i, j)[part], w, out=tmp if k else acc)
+            if k:
+                acc += tmp
+    return taps.from_grid(out, x.shape[0])
+
+
+def _depthwise_weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Array:
+    """Depthwise weight gradient: per plane and kernel offset, the dot product of ``grad_out``
+    with the values that offset met (``einsum`` fuses the multiply and the sum); then summed
+    over the batch."""
+    xp = array_module(grad_out, x)
+    taps = _Taps(geo, _padded_hw(x.shape[2:], geo), grad_out.shape[2:])
+    planes = taps.planes(_pad(x, geo.pads))
+    grads = taps.to_grid(grad_out)
+    per_plane = xp.empty((len(planes), *geo.kernel), dtype=x.dtype)
+    for i, j in taps.offsets():
+        per_plane[:, i, j] = xp.einsum("pl,pl->p", grads, taps.at(planes, i, j))
+    return per_plane.reshape(x.shape[0], *weight_shape).sum(axis=0)
+
+
+def _depthwise_input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Array:
+    """Depthwise input gradient: each offset's weighted ``grad_out`` added back onto the
+    values it came from (overlapping windows accumulate), then the padding cropped."""
+    xp = array_module(grad_out, weight)
+    n, c, *hw = x_shape
+    taps = _Taps(geo, _padded_hw(hw, geo), grad_out.shape[2:])
+    planes = xp.zeros(
+        (n * c, geo.stride[0] * geo.stride[1] * math.prod(taps.phase_hw)), dtype=grad_out.dtype
+    )
+    grads = taps.to_grid(grad_out)
+    kernels = _plane_kernels(weight, n)
+    parts = taps.parts(len(planes), grad_out.itemsize)
+    term = xp.empty((parts[0].stop, taps.length), dtype=grad_out.dtype)
+    for part in parts:
+        tmp = term[: part.stop - part.start]
+        for i, j in taps.offsets():
+            xp.multiply(grads[part], kernels[part, i, j, None], out=tmp)
+            taps.at(planes, i, j)[part] += tmp
+    return xp.ascontiguousarray(_crop(taps.unplanes(planes, n), geo.pads, hw))
 
 
 def _add_bias(out: Array, bias: Array | None) -> Array:
@@ -541,25 +705,21 @@ def _check_groups(op: str, groups: Any, x: Array, weight: Array, transposed: boo
         )
 
 
-def _check_grad_out(op: str, grad_out: Array, expected_shape, dtype) -> None:
-    require_float(grad_out, "grad_out", op, ndim=4)
-    if tuple(grad_out.shape) != tuple(expected_shape) or grad_out.dtype != dtype:
-        raise ValueError(
-            f"{op}: grad_out must have the forward output's shape {tuple(expected_shape)} and "
-            f"dtype {dtype}, got shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}"
-        )
+def _geometry(op: str, hw, kernel, stride, padding, dilation, groups: int = 1):
+    """The validated geometry of a convolution of an (H, W) input and its (H_out, W_out)."""
+    kernel = positive_pair(tuple(kernel), "kernel_size", op)
+    stride = positive_pair(stride, "stride", op)
+    dilation = positive_pair(dilation, "dilation", op)
+    pads = _conv_pads(padding, kernel, stride, dilation, op)
+    geo = _Geometry(kernel, stride, pads, dilation, int(groups))
+    return geo, _out_hw(hw, kernel, stride, pads, dilation, op)
 
 
 def _conv_setup(op, x, weight, bias, stride, padding, dilation, groups):
     """Validate a conv2d call; return its geometry and output (H_out, W_out)."""
     _check_arrays(op, x, weight, bias, lambda: weight.shape[0])
     _check_groups(op, groups, x, weight, transposed=False)
-    kernel = tuple(weight.shape[2:])
-    stride = positive_pair(stride, "stride", op)
-    dilation = positive_pair(dilation, "dilation", op)
-    pads = _conv_pads(padding, kernel, stride, dilation, op)
-    geo = _Geometry(kernel, stride, pads, dilation, int(groups))
-    return geo, _out_hw(x.shape[2:], kernel, stride, pads, dilation, op)
+    return _geometry(op, x.shape[2:], weight.shape[2:], stride, padding, dilation, groups)
 
 
 def _transpose_setup(op, x, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -695,7 +855,7 @@ def conv2d_backward(
     """
     op = "conv2d_backward"
     geo, out_hw = _conv_setup(op, x, weight, None, stride, padding, dilation, groups)
-    _check_grad_out(op, grad_out, (x.shape[0], weight.shape[0], *out_hw), x.dtype)
+    require_grad_out(op, grad_out, (x.shape[0], weight.shape[0], *out_hw), like=x, same_dtype=True)
     return (
         _input_grad(grad_out, weight, geo, x.shape),
         _weight_grad(grad_out, x, geo, weight.shape),
@@ -722,13 +882,8 @@ def conv2d_workspace_bytes(
     backward pass holds about two whole-chunk column matrices (columns and their gradient).
     """
     op = "conv2d_workspace_bytes"
-    kernel = positive_pair(tuple(weight_shape[2:]), "kernel_size", op)
-    stride = positive_pair(stride, "stride", op)
-    dilation = positive_pair(dilation, "dilation", op)
-    pads = _conv_pads(padding, kernel, stride, dilation, op)
-    geo = _Geometry(kernel, stride, pads, dilation, 1)
-    n, c, h, _ = x_shape
-    out_hw = _out_hw(x_shape[2:], kernel, stride, pads, dilation, op)
+    geo, out_hw = _geometry(op, x_shape[2:], weight_shape[2:], stride, padding, dilation)
+    (kernel, pads), (n, c, h, _) = (geo.kernel, geo.pads), x_shape
     per_sample = _column_bytes(x_shape, geo, out_hw, itemsize)
     by_sample = _per_sample(out_hw[0] * out_hw[1], weight_shape[0])
     chunk = _batch_chunks(n, per_sample)[0]
@@ -793,12 +948,8 @@ def conv2d_matrix(
     xp = array_module(weight)
     h, w = positive_pair(input_size, "input_size", op)
     f, c, kh, kw = weight.shape
-    (sh, sw), (dh, dw) = (
-        positive_pair(stride, "stride", op),
-        positive_pair(dilation, "dilation", op),
-    )
-    pads = _conv_pads(padding, (kh, kw), (sh, sw), (dh, dw), op)
-    oh_, ow_ = _out_hw((h, w), (kh, kw), (sh, sw), pads, (dh, dw), op)
+    geo, (oh_, ow_) = _geometry(op, (h, w), (kh, kw), stride, padding, dilation)
+    (sh, sw), (dh, dw), pads = geo.stride, geo.dilation, geo.pads
     # index grids over (F, H_out, W_out, C, kh, kw)
     fi, oi, wi, ci, ii, ji = (
         xp.arange(size).reshape(tuple(-1 if a == axis else 1 for a in range(6)))
@@ -885,7 +1036,7 @@ def conv_transpose2d_backward(
     geo, out_shape = _transpose_setup(
         op, x, weight, None, stride, padding, output_padding, groups, dilation
     )
-    _check_grad_out(op, grad_out, out_shape, x.dtype)
+    require_grad_out(op, grad_out, out_shape, like=x, same_dtype=True)
     return (
         _forward(grad_out, weight, geo, x.shape[2:]),
         _weight_grad(x, grad_out, geo, weight.shape),

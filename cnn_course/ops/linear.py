@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnn_course._checks import require_float, require_same_backend
+from cnn_course._checks import (
+    require_float,
+    require_grad_out,
+    require_same_backend,
+    require_same_dtype,
+)
 from cnn_course.backend import array_module
-from cnn_course.ops.activations import _require_grad, _require_same_dtype
 
 __all__ = ["linear", "linear_backward"]
 
@@ -17,7 +21,7 @@ def _check_linear(op: str, x: Any, weight: Any, bias: Any) -> None:
     if bias is not None:
         require_float(bias, "bias", op, ndim=1)
     require_same_backend(op, x=x, weight=weight, bias=bias)
-    _require_same_dtype(op, x=x, weight=weight, bias=bias)
+    require_same_dtype(op, x=x, weight=weight, bias=bias)
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"{op}: x has {x.shape[-1] if x.ndim else 'no'} input features (shape "
@@ -61,7 +65,7 @@ def linear_backward(grad_out: Any, x: Any, weight: Any, bias: Any = None) -> tup
     """
     op = "linear_backward"
     _check_linear(op, x, weight, bias)
-    _require_grad(op, grad_out, tuple(x.shape[:-1]) + (weight.shape[0],))
+    require_grad_out(op, grad_out, tuple(x.shape[:-1]) + (weight.shape[0],))
     require_same_backend(op, grad_out=grad_out, x=x)
     xp = array_module(x)
     grad_rows = grad_out.reshape(-1, weight.shape[0])

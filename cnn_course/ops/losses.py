@@ -15,14 +15,15 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from cnn_course._checks import require_array, require_float, require_same_backend
-from cnn_course.backend import array_module
-from cnn_course.ops.activations import (
-    _require_number,
-    _require_same_dtype,
-    log_softmax,
-    softmax,
+from cnn_course._checks import (
+    require_array,
+    require_float,
+    require_number,
+    require_same_backend,
+    require_same_dtype,
 )
+from cnn_course.backend import array_module
+from cnn_course.ops.activations import log_softmax, softmax
 
 __all__ = [
     "cross_entropy",
@@ -87,7 +88,7 @@ def _check_classes(op: str, logits: Any, target: Any, **class_arrays: Any) -> No
                     f"{op}: {name} must have one entry per class, shape ({n_classes},), "
                     f"got {tuple(a.shape)}"
                 )
-    _require_same_dtype(op, logits=logits, **class_arrays)
+    require_same_dtype(op, logits=logits, **class_arrays)
 
 
 def _flatten(logits: Any, target: Any) -> tuple[Any, Any]:
@@ -164,7 +165,7 @@ def cross_entropy_backward(grad_out: Any, logits: Any, target: Any, weight: Any 
 
 # ----------------------------------------------------------------------------- focal loss
 def _check_focal(op: str, logits: Any, target: Any, gamma: Any, alpha: Any) -> float:
-    gamma = _require_number(gamma, "gamma", op)
+    gamma = require_number(gamma, "gamma", op)
     if gamma < 0:
         raise ValueError(f"{op}: gamma must be non-negative, got {gamma}")
     _check_classes(op, logits, target, alpha=alpha)
@@ -229,7 +230,7 @@ def focal_loss_backward(
 
 # ----------------------------------------------------------------------------- hinge
 def _check_hinge(op: str, logits: Any, target: Any, margin: Any) -> float:
-    margin = _require_number(margin, "margin", op)
+    margin = require_number(margin, "margin", op)
     require_float(logits, "logits", op, ndim=2)
     _check_classes(op, logits, target)
     return margin
@@ -284,7 +285,7 @@ def _check_mse(op: str, input: Any, target: Any) -> None:
     require_float(input, "input", op)
     require_float(target, "target", op)
     require_same_backend(op, input=input, target=target)
-    _require_same_dtype(op, input=input, target=target)
+    require_same_dtype(op, input=input, target=target)
     if input.shape != target.shape:
         raise ValueError(
             f"{op}: input and target must have the same shape, got {tuple(input.shape)} and "

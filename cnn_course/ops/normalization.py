@@ -21,9 +21,14 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from cnn_course._checks import require_float, require_same_backend
+from cnn_course._checks import (
+    require_float,
+    require_grad_out,
+    require_number,
+    require_same_backend,
+    require_same_dtype,
+)
 from cnn_course.backend import array_module
-from cnn_course.ops.activations import _require_grad, _require_number, _require_same_dtype
 
 __all__ = [
     "batch_norm",
@@ -54,7 +59,7 @@ def _check_arrays(op: str, x: Any, shape: Shape, **arrays: Any) -> None:
                 f"{op}: {name} must have shape {tuple(shape)} for x of shape "
                 f"{tuple(x.shape)}, got shape {tuple(a.shape)}"
             )
-    _require_same_dtype(op, x=x, **arrays)
+    require_same_dtype(op, x=x, **arrays)
 
 
 def _check_x(op: str, x: Any, min_ndim: int) -> None:
@@ -65,7 +70,7 @@ def _check_x(op: str, x: Any, min_ndim: int) -> None:
 
 
 def _check_eps(op: str, eps: Any) -> float:
-    eps = _require_number(eps, "eps", op)
+    eps = require_number(eps, "eps", op)
     if not eps > 0:
         raise ValueError(f"{op}: eps must be positive, got {eps}")
     return eps
@@ -75,7 +80,7 @@ def _check_running(op: str, x: Any, running_mean: Any, running_var: Any, momentu
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: give both running_mean and running_var, or neither")
     _check_arrays(op, x, (x.shape[1],), running_mean=running_mean, running_var=running_var)
-    momentum = _require_number(momentum, "momentum", op)
+    momentum = require_number(momentum, "momentum", op)
     if not 0 <= momentum <= 1:
         raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum}")
 
@@ -218,25 +223,33 @@ def _update_running(
 
 
 # ----------------------------------------------------------------------------- batch norm
-def _check_batch_norm(
+def _check_running_norm(
     op: str,
     x: Any,
     running_mean: Any,
     running_var: Any,
     weight: Any,
     bias: Any,
-    training: Any,
+    flag: tuple[str, Any],
     momentum: Any,
     eps: Any,
 ) -> float:
-    _check_x(op, x, 2)
-    _check_flag(op, "training", training)
+    """The checks of batch norm (``flag`` is ``("training", training)``: statistics per
+    channel over N and the positions) and of instance norm (``("use_input_stats", ...)``:
+    per sample and channel over the positions). Returns ``eps``."""
+    name, use_batch_stats = flag
+    per_instance = name == "use_input_stats"
+    _check_x(op, x, 3 if per_instance else 2)
+    _check_flag(op, name, use_batch_stats)
     _check_running(op, x, running_mean, running_var, momentum)
     _check_arrays(op, x, (x.shape[1],), weight=weight, bias=bias)
-    if training:
+    if use_batch_stats and per_instance:
+        _check_count(op, x.size // (x.shape[0] * x.shape[1]), "spatial element", x)
+    elif use_batch_stats:
         _check_count(op, x.size // x.shape[1], "value per channel", x)
     elif running_mean is None:
-        raise ValueError(f"{op}: running_mean and running_var are required when not training")
+        when = "use_input_stats=False" if per_instance else "not training"
+        raise ValueError(f"{op}: running_mean and running_var are required when {when}")
     return _check_eps(op, eps)
 
 
@@ -281,8 +294,16 @@ def batch_norm(
     -------
     array, shape of ``x``.
     """
-    eps = _check_batch_norm(
-        "batch_norm", x, running_mean, running_var, weight, bias, training, momentum, eps
+    eps = _check_running_norm(
+        "batch_norm",
+        x,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        ("training", training),
+        momentum,
+        eps,
     )
     if not training:
         return _fixed_stats(x, running_mean, running_var, weight, bias, eps)[0]
@@ -314,8 +335,9 @@ def batch_norm_backward(
     read (evaluation) but never updated here.
     """
     op = "batch_norm_backward"
-    eps = _check_batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum, eps)
-    _require_grad(op, grad_out, x.shape)
+    flag = ("training", training)
+    eps = _check_running_norm(op, x, running_mean, running_var, weight, bias, flag, momentum, eps)
+    require_grad_out(op, grad_out, x.shape)
     if not training:
         return _fixed_stats_backward(grad_out, x, running_mean, running_var, weight, bias, eps)
     return _normalize_backward(
@@ -385,7 +407,7 @@ def layer_norm_backward(
     """Gradients of ``layer_norm``: ``(grad_x, grad_weight, grad_bias)``."""
     op = "layer_norm_backward"
     shape, eps = _check_layer_norm(op, x, normalized_shape, weight, bias, eps)
-    _require_grad(op, grad_out, x.shape)
+    require_grad_out(op, grad_out, x.shape)
     axes = tuple(range(x.ndim - len(shape), x.ndim))
     return _normalize_backward(grad_out, x, x.shape, axes, weight, bias, shape, eps)
 
@@ -440,35 +462,11 @@ def group_norm_backward(
     """Gradients of ``group_norm``: ``(grad_x, grad_weight, grad_bias)``."""
     op = "group_norm_backward"
     view, eps = _check_group_norm(op, x, num_groups, weight, bias, eps)
-    _require_grad(op, grad_out, x.shape)
+    require_grad_out(op, grad_out, x.shape)
     return _normalize_backward(grad_out, x, view, (2,), weight, bias, _channel_shape(x), eps)
 
 
 # ----------------------------------------------------------------------------- instance norm
-def _check_instance_norm(
-    op: str,
-    x: Any,
-    running_mean: Any,
-    running_var: Any,
-    weight: Any,
-    bias: Any,
-    use_input_stats: Any,
-    momentum: Any,
-    eps: Any,
-) -> float:
-    _check_x(op, x, 3)
-    _check_flag(op, "use_input_stats", use_input_stats)
-    _check_running(op, x, running_mean, running_var, momentum)
-    _check_arrays(op, x, (x.shape[1],), weight=weight, bias=bias)
-    if use_input_stats:
-        _check_count(op, x.size // (x.shape[0] * x.shape[1]), "spatial element", x)
-    elif running_mean is None:
-        raise ValueError(
-            f"{op}: running_mean and running_var are required when use_input_stats=False"
-        )
-    return _check_eps(op, eps)
-
-
 def instance_norm(
     x: Any,
     running_mean: Any = None,
@@ -500,16 +498,9 @@ def instance_norm(
     -------
     array, shape of ``x``.
     """
-    eps = _check_instance_norm(
-        "instance_norm",
-        x,
-        running_mean,
-        running_var,
-        weight,
-        bias,
-        use_input_stats,
-        momentum,
-        eps,
+    flag = ("use_input_stats", use_input_stats)
+    eps = _check_running_norm(
+        "instance_norm", x, running_mean, running_var, weight, bias, flag, momentum, eps
     )
     if not use_input_stats:
         return _fixed_stats(x, running_mean, running_var, weight, bias, eps)[0]
@@ -538,10 +529,9 @@ def instance_norm_backward(
     """Gradients of ``instance_norm``: ``(grad_x, grad_weight, grad_bias)``; the running
     statistics are never updated here."""
     op = "instance_norm_backward"
-    eps = _check_instance_norm(
-        op, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps
-    )
-    _require_grad(op, grad_out, x.shape)
+    flag = ("use_input_stats", use_input_stats)
+    eps = _check_running_norm(op, x, running_mean, running_var, weight, bias, flag, momentum, eps)
+    require_grad_out(op, grad_out, x.shape)
     if not use_input_stats:
         return _fixed_stats_backward(grad_out, x, running_mean, running_var, weight, bias, eps)
     axes = tuple(range(2, x.ndim))
@@ -580,7 +570,7 @@ def min_max_scale(x: Any, axis: int = 0, feature_range: tuple[float, float] = (0
         raise TypeError(
             f"min_max_scale: feature_range must be a pair (a, b), got {feature_range!r}"
         )
-    low, high = (_require_number(v, "feature_range", "min_max_scale") for v in feature_range)
+    low, high = (require_number(v, "feature_range", "min_max_scale") for v in feature_range)
     if not low < high:
         raise ValueError(f"min_max_scale: feature_range must have a < b, got {feature_range!r}")
     xp = array_module(x)
@@ -609,7 +599,7 @@ def standardize(x: Any, axis: int = 0, eps: float = 1e-12) -> Any:
     array, shape of ``x``.
     """
     _check_axis("standardize", x, axis)
-    eps = _require_number(eps, "eps", "standardize")
+    eps = require_number(eps, "eps", "standardize")
     if eps < 0:
         raise ValueError(f"standardize: eps must be non-negative, got {eps}")
     xp = array_module(x)

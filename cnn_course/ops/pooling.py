@@ -25,9 +25,11 @@ from cnn_course._checks import (
     positive_pair,
     require_array,
     require_float,
+    require_grad_out,
     require_same_backend,
 )
 from cnn_course.backend import array_module
+from cnn_course.ops._indexing import scatter_add
 from cnn_course.ops.conv import col2im, im2col
 
 __all__ = [
@@ -266,62 +268,82 @@ def _fold_windows(cols: Array, shape: Sequence[int], win: _Window) -> Array:
     return _unpad(full, shape[2:], win)
 
 
-def _require_grad(op: str, grad_out: Array, x: Array, shape: Sequence[int]) -> None:
-    """``grad_out`` is a float array on ``x``'s backend with the forward output's shape."""
-    require_float(grad_out, "grad_out", op, ndim=len(shape))
-    require_same_backend(op, grad_out=grad_out, x=x)
-    if tuple(grad_out.shape) != tuple(shape):
-        raise ValueError(
-            f"{op}: grad_out has shape {tuple(grad_out.shape)} but the forward output has shape "
-            f"{tuple(shape)} (x shape {tuple(x.shape)})"
-        )
-
-
-def _scatter_add(values: Array, index: Array, size: int) -> Array:
-    """``out[..., j] = sum of values[..., o] where index[..., o] == j``: (..., O) -> (..., size).
-
-    The adjoint of a gather ``x[..., index]``; repeated indices accumulate (a bincount, which
-    both NumPy and CuPy vectorise).
-    """
-    xp = array_module(values)
-    lead = values.shape[:-1]
-    index = xp.broadcast_to(index, values.shape)
-    offsets = xp.arange(math.prod(lead)).reshape(*lead, 1) * size
-    flat = (index + offsets).reshape(-1)
-    total = xp.bincount(flat, weights=values.reshape(-1), minlength=math.prod(lead) * size)
-    return total.reshape(*lead, size).astype(values.dtype)
-
-
 # --------------------------------------------------------------------------- max pooling
 
 
-def _window_argmax(x: Array, win: _Window) -> tuple[Array, Array]:
-    """The windows of ``x`` (padded with -inf, so padding never wins) and, per window, the
-    position of its first maximum: (N, C, kh*kw, H_out, W_out), (N, C, H_out, W_out)."""
-    windows = _pool_windows(x, win, -math.inf)
-    return windows, windows.argmax(axis=2)
+def _first_max(windows: Array) -> tuple[Array, Array]:
+    """The maximum of every window and the position of its first maximum (row-major window
+    order, PyTorch's tie rule): windows (N, C, kh*kw, H_out, W_out) -> two (N, C, H_out, W_out).
 
-
-def _max_pool_backward(grad_out: Array, x: Array, win: _Window) -> Array:
-    """Route each window's gradient to its arg-max: a scatter-add into the padded plane, so
-    windows sharing an arg-max add up and gradients landing on padding are cropped away."""
-    n, c = x.shape[:2]
-    _, arg = _window_argmax(x, win)
-    hp, wp = _padded_size(x.shape[2:], win)
-    index = _window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
-    values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
-    grad = _scatter_add(values, index, hp * wp).reshape(n, c, hp, wp)
-    return _unpad(grad, x.shape[2:], win)
+    ``argmax`` along a middle axis is several times slower than this loop over the kh*kw
+    window positions, in which each step compares whole contiguous planes: ``arg`` counts the
+    leading positions that are still below the maximum. A window holding NaN has a NaN
+    maximum; it is compared with +inf instead, so its first NaN is chosen, as PyTorch does.
+    """
+    xp = array_module(windows)
+    out = windows.max(axis=2)
+    ref = xp.where(out != out, out.dtype.type(math.inf), out)
+    positions = windows.shape[2]
+    arg = xp.zeros(out.shape, dtype=xp.uint8 if positions <= 256 else xp.int64)
+    still = xp.ones(out.shape, dtype=bool)
+    for j in range(positions - 1):
+        still &= windows[:, :, j] < ref
+        arg += still
+    return out, arg
 
 
 def _window_index(arg: Array, win: _Window, width: int, origin: tuple[int, int]) -> Array:
-    """Flat ``row * width + col`` index of window position ``arg`` (from an arg-max over the
-    window axis) in a plane whose (0, 0) is at ``origin`` in the padded input."""
+    """Flat ``row * width + col`` index (int64) of window position ``arg`` (from
+    :func:`_first_max`) in a plane whose (0, 0) is at ``origin`` in the padded input: the
+    window's corner plus the position's offset, looked up in a table of kh*kw offsets."""
     xp = array_module(arg)
     (kh, kw), (sh, sw), _, (dh, dw), (oh, ow) = win
-    rows = xp.arange(oh).reshape(oh, 1) * sh + (arg // kw) * dh - origin[0]
-    cols = xp.arange(ow) * sw + (arg % kw) * dw - origin[1]
-    return (rows * width + cols).astype(xp.int64)
+    rows = xp.arange(oh, dtype=xp.int64) * sh - origin[0]
+    corner = rows[:, None] * width + (xp.arange(ow, dtype=xp.int64) * sw - origin[1])
+    offset = (xp.arange(kh, dtype=xp.int64)[:, None] * dh * width + xp.arange(kw) * dw).ravel()
+    return corner + offset.take(arg)
+
+
+def _max_pool_backward(
+    grad_out: Array, x: Array, win: _Window, indices: Array | None = None
+) -> Array:
+    """Route each window's gradient to its arg-max by a scatter-add, so windows sharing an
+    arg-max add up. Without ``indices`` the arg-max is recomputed from ``x`` in the padded
+    plane, and gradients landing on padding are cropped away. Windows that do not overlap
+    never share an arg-max, so their gradients are simply assigned."""
+    n, c, h, w = x.shape
+    values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
+    apart = all(
+        s >= d * (k - 1) + 1 for k, s, d in zip(win.kernel, win.stride, win.dilation, strict=True)
+    )
+    if indices is not None:
+        grad = scatter_add(values, indices.reshape(n, c, -1), h * w, unique=apart)
+        return grad.reshape(x.shape)
+    _, arg = _first_max(_pool_windows(x, win, -math.inf))
+    hp, wp = _padded_size(x.shape[2:], win)
+    index = _window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
+    grad = scatter_add(values, index, hp * wp, unique=apart).reshape(n, c, hp, wp)
+    return _unpad(grad, x.shape[2:], win)
+
+
+def _require_indices(
+    op: str, indices: Array, shape: Sequence[int], of: str, x: Array, plane: int
+) -> None:
+    """``indices`` are integers on ``x``'s backend, each in ``[0, plane)``, of ``shape``: the
+    shape of ``of`` (named in the message)."""
+    require_array(indices, "indices", op, ndim=len(shape))
+    require_same_backend(op, x=x, indices=indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must have an integer dtype, got {indices.dtype}")
+    if tuple(indices.shape) != tuple(shape):
+        raise ValueError(
+            f"{op}: indices shape {tuple(indices.shape)} must equal {of} shape {tuple(shape)}"
+        )
+    if indices.size and bool(((indices < 0) | (indices >= plane)).any()):
+        raise ValueError(
+            f"{op}: indices must lie in [0, {plane}) for a plane of {plane} positions, got "
+            f"values from {int(indices.min())} to {int(indices.max())}"
+        )
 
 
 def max_pool2d(
@@ -358,8 +380,7 @@ def max_pool2d(
     win = _window("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     if not return_indices:
         return _pool_windows(x, win, -math.inf).max(axis=2)
-    windows, arg = _window_argmax(x, win)
-    out = array_module(x).take_along_axis(windows, arg[:, :, None], axis=2)[:, :, 0]
+    out, arg = _first_max(_pool_windows(x, win, -math.inf))
     return out, _window_index(arg, win, x.shape[3], win.padding)
 
 
@@ -407,6 +428,8 @@ def max_pool2d_backward(
     padding: IntPair = 0,
     dilation: IntPair = 1,
     ceil_mode: bool = False,
+    *,
+    indices: Array | None = None,
 ) -> Array:
     """Gradient of :func:`max_pool2d` with respect to ``x``.
 
@@ -417,6 +440,12 @@ def max_pool2d_backward(
     ----------
     grad_out : float array (N, C, H_out, W_out)
     x, kernel_size, stride, padding, dilation, ceil_mode : as in :func:`max_pool2d`
+    indices : integer array (N, C, H_out, W_out), optional, keyword only
+        The arg-maxes from ``max_pool2d(..., return_indices=True)`` on the same ``x``. By
+        default they are recomputed from ``x`` (the course's convention: a backward takes
+        the forward's arguments). A layer that kept them passes them and skips that pass,
+        which costs several times more than the scatter itself; PyTorch's backward always
+        works from the saved indices.
 
     Returns
     -------
@@ -424,8 +453,11 @@ def max_pool2d_backward(
     """
     op = "max_pool2d_backward"
     win = _window(op, x, kernel_size, stride, padding, dilation, ceil_mode)
-    _require_grad(op, grad_out, x, (*x.shape[:2], *win.out))
-    return _max_pool_backward(grad_out, x, win)
+    out_shape = (*x.shape[:2], *win.out)
+    require_grad_out(op, grad_out, out_shape, like=x)
+    if indices is not None:
+        _require_indices(op, indices, out_shape, "the output", x, x.shape[2] * x.shape[3])
+    return _max_pool_backward(grad_out, x, win, indices)
 
 
 # --------------------------------------------------------------------------- average pooling
@@ -551,7 +583,7 @@ def avg_pool2d_backward(
     """
     op = "avg_pool2d_backward"
     win = _window(op, x, kernel_size, stride, padding, 1, ceil_mode)
-    _require_grad(op, grad_out, x, (*x.shape[:2], *win.out))
+    require_grad_out(op, grad_out, (*x.shape[:2], *win.out), like=x)
     return _avg_pool_backward(grad_out, x, win, count_include_pad)
 
 
@@ -623,7 +655,7 @@ def lp_pool2d_backward(
     op = "lp_pool2d_backward"
     p = _norm_type(norm_type, op)
     win = _window(op, x, kernel_size, stride, 0, 1, ceil_mode)
-    _require_grad(op, grad_out, x, (*x.shape[:2], *win.out))
+    require_grad_out(op, grad_out, (*x.shape[:2], *win.out), like=x)
     xp = array_module(x)
     if math.isinf(p):
         return _max_pool_backward(grad_out, xp.abs(x), win) * xp.sign(x)
@@ -701,7 +733,7 @@ def _adaptive_avg_backward(grad_out: Array, x: Array) -> Array:
     bins = _bins(xp, (h, w), *grad_out.shape[2:])
     share = (grad_out / bins.valid.sum(axis=-1).astype(x.dtype))[..., None]
     values = xp.where(bins.valid, share, x.dtype.type(0)).astype(x.dtype, copy=False)
-    return _scatter_add(values.reshape(n, c, -1), bins.index.reshape(-1), h * w).reshape(x.shape)
+    return scatter_add(values.reshape(n, c, -1), bins.index.reshape(-1), h * w).reshape(x.shape)
 
 
 def _adaptive_argmax(x: Array, oh: int, ow: int) -> tuple[Array, Array]:
@@ -719,7 +751,7 @@ def _adaptive_max_backward(grad_out: Array, x: Array) -> Array:
     n, c, h, w = x.shape
     _, index = _adaptive_argmax(x, *grad_out.shape[2:])
     values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
-    return _scatter_add(values, index.reshape(n, c, -1), h * w).reshape(x.shape)
+    return scatter_add(values, index.reshape(n, c, -1), h * w).reshape(x.shape)
 
 
 def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
@@ -751,7 +783,7 @@ def adaptive_avg_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair
     """
     op = "adaptive_avg_pool2d_backward"
     oh, ow = _adaptive_size(op, x, output_size)
-    _require_grad(op, grad_out, x, (*x.shape[:2], oh, ow))
+    require_grad_out(op, grad_out, (*x.shape[:2], oh, ow), like=x)
     return _adaptive_avg_backward(grad_out, x)
 
 
@@ -787,7 +819,7 @@ def adaptive_max_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair
     """
     op = "adaptive_max_pool2d_backward"
     oh, ow = _adaptive_size(op, x, output_size)
-    _require_grad(op, grad_out, x, (*x.shape[:2], oh, ow))
+    require_grad_out(op, grad_out, (*x.shape[:2], oh, ow), like=x)
     return _adaptive_max_backward(grad_out, x)
 
 
@@ -805,7 +837,7 @@ def global_avg_pool2d_backward(grad_out: Array, x: Array) -> Array:
     """Gradient of :func:`global_avg_pool2d`: ``grad_out / (H*W)`` at every position."""
     op = "global_avg_pool2d_backward"
     _adaptive_size(op, x, 1)
-    _require_grad(op, grad_out, x, (*x.shape[:2], 1, 1))
+    require_grad_out(op, grad_out, (*x.shape[:2], 1, 1), like=x)
     return _adaptive_avg_backward(grad_out, x)
 
 
@@ -822,7 +854,7 @@ def global_max_pool2d_backward(grad_out: Array, x: Array) -> Array:
     """Gradient of :func:`global_max_pool2d`: all of it to each plane's (first) maximum."""
     op = "global_max_pool2d_backward"
     _adaptive_size(op, x, 1)
-    _require_grad(op, grad_out, x, (*x.shape[:2], 1, 1))
+    require_grad_out(op, grad_out, (*x.shape[:2], 1, 1), like=x)
     return _adaptive_max_backward(grad_out, x)
 
 
@@ -840,14 +872,6 @@ def _unpool_size(
 ) -> tuple[int, int]:
     """Check the unpooling arguments; the (H_out, W_out) to unpool into."""
     require_float(x, "x", op, ndim=4)
-    require_array(indices, "indices", op, ndim=4)
-    require_same_backend(op, x=x, indices=indices)
-    if indices.dtype.kind not in "iu":
-        raise TypeError(f"{op}: indices must have an integer dtype, got {indices.dtype}")
-    if tuple(indices.shape) != tuple(x.shape):
-        raise ValueError(
-            f"{op}: indices shape {tuple(indices.shape)} must equal x shape {tuple(x.shape)}"
-        )
     kernel = positive_pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None else positive_pair(stride, "stride", op)
     padding = nonnegative_pair(padding, "padding", op)
@@ -878,6 +902,7 @@ def _unpool_size(
             f"{op}: the output would be empty ({out}) for x shape {tuple(x.shape)}, kernel_size "
             f"{kernel}, stride {stride}, padding {padding}"
         )
+    _require_indices(op, indices, x.shape, "x", x, out[0] * out[1])
     return out[0], out[1]
 
 
@@ -913,11 +938,6 @@ def max_unpool2d(
     oh, ow = _unpool_size(op, x, indices, kernel_size, stride, padding, output_size)
     xp = array_module(x)
     n, c = x.shape[:2]
-    if indices.size and bool(((indices < 0) | (indices >= oh * ow)).any()):
-        raise ValueError(
-            f"{op}: indices must lie in [0, {oh * ow}) for an output plane of {oh}x{ow}, got "
-            f"values from {int(indices.min())} to {int(indices.max())}"
-        )
     out = xp.zeros((n * c, oh * ow), dtype=x.dtype)
     out[xp.arange(n * c)[:, None], indices.reshape(n * c, -1)] = x.reshape(n * c, -1)
     return out.reshape(n, c, oh, ow)
@@ -942,7 +962,7 @@ def max_unpool2d_backward(
     """
     op = "max_unpool2d_backward"
     oh, ow = _unpool_size(op, x, indices, kernel_size, stride, padding, output_size)
-    _require_grad(op, grad_out, x, (*x.shape[:2], oh, ow))
+    require_grad_out(op, grad_out, (*x.shape[:2], oh, ow), like=x)
     xp = array_module(x)
     n, c = x.shape[:2]
     grad = xp.take_along_axis(grad_out.reshape(n, c, oh * ow), indices.reshape(n, c, -1), axis=2)

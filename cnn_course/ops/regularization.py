@@ -19,15 +19,20 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from cnn_course._checks import require_array, require_float, require_same_backend
+from cnn_course._checks import (
+    require_array,
+    require_float,
+    require_grad_out,
+    require_number,
+    require_same_backend,
+)
 from cnn_course.backend import array_module, backend_module
-from cnn_course.ops.activations import _require_grad, _require_number
 
 __all__ = ["dropout", "dropout_backward", "dropout_mask"]
 
 
 def _check_p(op: str, p: Any) -> float:
-    p = _require_number(p, "p", op)
+    p = require_number(p, "p", op)
     if not 0 <= p < 1:
         raise ValueError(f"{op}: p (the drop probability) must be in [0, 1), got {p}")
     return p
@@ -102,7 +107,7 @@ def dropout_backward(
     forward pass is required), ``grad_out`` in evaluation. Shape of ``x``."""
     op = "dropout_backward"
     p = _check_dropout(op, x, p, training, mask)
-    _require_grad(op, grad_out, x.shape)
+    require_grad_out(op, grad_out, x.shape)
     if not training:
         return grad_out
     if mask is None:

@@ -19,9 +19,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from cnn_course._checks import require_float
+from cnn_course._checks import require_float, require_grad_out
 from cnn_course.backend import array_module
-from cnn_course.ops.pooling import _require_grad, _scatter_add
+from cnn_course.ops._indexing import scatter_add
 
 __all__ = ["interpolate", "interpolate_backward"]
 
@@ -159,7 +159,7 @@ def _resample_last(x: Array, src: Array, weight: Array) -> Array:
 def _resample_last_backward(grad: Array, src: Array, weight: Array, size: int) -> Array:
     """Adjoint of :func:`_resample_last`: (..., out) -> (..., size), repeats accumulate."""
     values = (grad[..., None] * weight).reshape(*grad.shape[:-1], -1)
-    return _scatter_add(values, src.reshape(-1), size)
+    return scatter_add(values, src.reshape(-1), size)
 
 
 def interpolate(
@@ -221,7 +221,7 @@ def interpolate_backward(
     """
     op = "interpolate_backward"
     out, scales, align = _plan(op, x, size, scale_factor, mode, align_corners)
-    _require_grad(op, grad_out, x, (*x.shape[:2], *out))
+    require_grad_out(op, grad_out, (*x.shape[:2], *out), like=x)
     (src_h, weight_h), (src_w, weight_w) = _taps(x, out, scales, mode, align)
     grad_out = grad_out.astype(x.dtype, copy=False)
     h, w = x.shape[2:]

@@ -7,29 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import activations as A
-
-FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def laid_out(xp, a, layout):
-    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or
-    Fortran-ordered (transposed memory) array with the same values."""
-    a = xp.asarray(a)
-    if layout == "strided":
-        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    return xp.asfortranarray(a) if layout == "fortran" else a
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+from tests.helpers import FIXTURE_OK, LAYOUTS, assert_close, laid_out
 
 
 # ----------------------------------------------------------------------------- hand examples
@@ -111,7 +95,7 @@ def test_maxout_ties_go_to_the_first_channel(xp):
     groups=st.integers(1, 3),
     pool=st.integers(1, 4),
     spatial=st.lists(st.integers(1, 4), max_size=2),
-    layout=st.sampled_from(["contiguous", "strided", "fortran"]),
+    layout=LAYOUTS,
     seed=st.integers(0, 2**31),
 )
 def test_maxout_matches_naive(xp, n, groups, pool, spatial, layout, seed):
@@ -138,7 +122,7 @@ def _torch_call(torch, name, t, kwargs, weight):
 def test_activation_matches_torch(xp, torch, name, data):
     ndim = data.draw(st.integers(1 if name != "prelu" else 2, 4), label="ndim")
     shape = tuple(data.draw(st.lists(st.integers(1, 5), min_size=ndim, max_size=ndim)))
-    layout = data.draw(st.sampled_from(["contiguous", "strided", "fortran"]), label="layout")
+    layout = data.draw(LAYOUTS, label="layout")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31), label="seed"))
     host = rng.normal(scale=3.0, size=shape)
     g = rng.normal(size=shape)

@@ -7,15 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cnn_course._checks import pair
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import conv as C
-
-FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+from tests.helpers import FIXTURE_OK, LAYOUTS, assert_close, laid_out
 
 X3 = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # the 3x3 input of the hand examples
 W2 = [[1.0, 2.0], [3.0, 4.0]]  # the 2x2 kernel of the hand examples
@@ -24,23 +23,6 @@ W2 = [[1.0, 2.0], [3.0, 4.0]]  # the 2x2 kernel of the hand examples
 def as4d(xp, rows):
     """A single-sample, single-channel (1, 1, H, W) array."""
     return xp.asarray([[rows]], dtype=xp.float64)
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol, atol=atol)
-
-
-def laid_out(xp, a, layout):
-    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or transposed
-    (Fortran-ordered memory) array with the same values."""
-    a = xp.asarray(a)
-    if layout == "strided":
-        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    if layout == "transposed":
-        return xp.ascontiguousarray(a.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
-    return a
 
 
 # ----------------------------------------------------------------------------- hand examples
@@ -173,7 +155,8 @@ NAIVE_CASES = [
     # (N, C, H, W, F, kernel, stride, padding, dilation, groups)
     (2, 3, 7, 6, 4, (3, 3), 1, 0, 1, 1),
     (2, 4, 9, 8, 6, (3, 2), (2, 1), (1, 2), (2, 1), 2),
-    (1, 6, 6, 7, 6, (3, 3), 2, 1, 1, 6),  # depthwise
+    (1, 6, 6, 7, 6, (3, 3), 2, 1, 1, 6),  # depthwise, strided: the im2col forward
+    (2, 4, 7, 6, 4, (3, 2), 1, 1, (2, 1), 4),  # depthwise, stride 1: the direct forward
     (2, 2, 5, 6, 3, (2, 4), 1, "same", (1, 2), 1),
     (3, 3, 5, 5, 2, (1, 1), 1, 0, 1, 1),
     (2, 2, 5, 5, 40, (3, 3), 1, 1, 1, 1),  # more filters than positions: batched GEMM path
@@ -309,7 +292,7 @@ def conv_configs(draw, transposed=False):
         dilation=dilation,
         groups=groups,
         output_padding=out_pad,
-        layout=draw(st.sampled_from(["contiguous", "strided", "transposed"])),
+        layout=draw(LAYOUTS),
         bias=draw(st.booleans()),
     )
 
@@ -334,7 +317,7 @@ def test_conv2d_and_backward_match_torch(xp, torch, cfg, seed):
     weight = laid_out(
         xp,
         rng.standard_normal((cfg["c_out"], cfg["c_in"] // cfg["groups"], *cfg["kernel"])),
-        "strided" if cfg["layout"] == "transposed" else "contiguous",
+        "strided" if cfg["layout"] == "fortran" else "contiguous",
     )
     bias = xp.asarray(rng.standard_normal(cfg["c_out"])) if cfg["bias"] else None
     args = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
@@ -466,6 +449,151 @@ def test_conv_transpose2d_backward_gradcheck(xp, rng, case):
     assert max(errors.values()) < 1e-6
 
 
+# ----------------------------------------------------------------------------- depthwise
+# (N, C, H, W, kernel, stride, padding, dilation): groups == C_in == C_out
+DEPTHWISE_CASES = [
+    (2, 3, 7, 6, (3, 3), 1, 1, 1),
+    (1, 4, 9, 8, (3, 2), (2, 1), (1, 0), (2, 1)),
+    (2, 2, 6, 7, (2, 3), 1, "same", (1, 2)),
+    (1, 3, 8, 9, (3, 3), (2, 3), 2, 1),
+    (3, 2, 5, 5, (1, 1), 1, 0, 1),
+]
+
+
+def block_diagonal(xp, weight):
+    """The dense (C, C, kh, kw) weight of a depthwise one: channel c's kernel at [c, c]."""
+    c = weight.shape[0]
+    dense = xp.zeros((c, c, *weight.shape[2:]), dtype=weight.dtype)
+    dense[xp.arange(c), xp.arange(c)] = weight[:, 0]
+    return dense
+
+
+def spy_on_direct_path(monkeypatch):
+    """Count the calls of the three depthwise kernels (to show the direct path ran)."""
+    calls = []
+    for name in ("_depthwise_forward", "_depthwise_weight_grad", "_depthwise_input_grad"):
+        real = getattr(C, name)
+
+        def spy(*args, _real=real, _name=name):
+            calls.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(C, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES)
+def test_depthwise_direct_path_matches_the_im2col_path_and_the_definition(
+    xp, rng, monkeypatch, case
+):
+    n, c, h, w, k, s, p, d = case
+    x = laid_out(xp, rng.standard_normal((n, c, h, w)), "strided")
+    weight = xp.asarray(rng.standard_normal((c, 1, *k)))
+    calls = spy_on_direct_path(monkeypatch)
+    out = C.conv2d(x, weight, None, s, p, d, c)
+    grad_out = xp.asarray(rng.standard_normal(out.shape))
+    grad_x, grad_w, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, c)
+    expected = {"_depthwise_weight_grad", "_depthwise_input_grad"}
+    assert set(calls) == expected | ({"_depthwise_forward"} if pair(s, "", "") == (1, 1) else set())
+    # groups=1 with a block-diagonal weight is the same convolution, by im2col + GEMM
+    dense = block_diagonal(xp, weight)
+    assert_close(out, C.conv2d(x, dense, None, s, p, d))
+    assert_close(out, C.conv2d_naive(x, weight, None, s, p, d, c))
+    dense_x, dense_w, _ = C.conv2d_backward(grad_out, x, dense, s, p, d)
+    assert_close(grad_x, dense_x)
+    assert_close(grad_w[:, 0], dense_w[xp.arange(c), xp.arange(c)])
+
+
+def test_depthwise_planes_in_small_steps_give_the_same_result(xp, rng, monkeypatch):
+    x = xp.asarray(rng.standard_normal((3, 5, 7, 6)))
+    weight = xp.asarray(rng.standard_normal((5, 1, 3, 2)))
+    grad_out = xp.asarray(rng.standard_normal((3, 5, 7, 7)))
+    whole = (
+        C.conv2d(x, weight, None, 1, 1, 1, 5),
+        *C.conv2d_backward(grad_out, x, weight, 1, 1, 1, 5),
+    )
+    monkeypatch.setattr(C, "_DEPTHWISE_CHUNK_BYTES", 2 * 55 * 8)  # two planes per step
+    steps = (
+        C.conv2d(x, weight, None, 1, 1, 1, 5),
+        *C.conv2d_backward(grad_out, x, weight, 1, 1, 1, 5),
+    )
+    for a, b in zip(whole, steps, strict=True):
+        assert_close(a, b)
+
+
+@st.composite
+def depthwise_configs(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    hw = [max(1, e - 2 * p) + draw(st.integers(0, 5)) for e, p in zip(extent, padding, strict=True)]
+    return dict(
+        n=draw(st.integers(1, 2)),
+        c=draw(st.integers(2, 4)),
+        hw=tuple(hw),
+        kernel=kernel,
+        args=(stride, padding, dilation),
+        layout=draw(LAYOUTS),
+    )
+
+
+@pytest.mark.oracle
+@settings(FIXTURE_OK, max_examples=60)
+@given(cfg=depthwise_configs(), seed=st.integers(0, 2**16))
+def test_depthwise_conv2d_and_transpose_match_torch(xp, torch, cfg, seed):
+    rng = np.random.default_rng(seed)
+    c = cfg["c"]
+    x = laid_out(xp, rng.standard_normal((cfg["n"], c, *cfg["hw"])), cfg["layout"])
+    weight = xp.asarray(rng.standard_normal((c, 1, *cfg["kernel"])))
+    args = (*cfg["args"], c)
+    expected, grad_out, grads = torch_grads(
+        torch, lambda a, b: torch.nn.functional.conv2d(a, b, None, *args), [x, weight], seed
+    )
+    assert_close(C.conv2d(x, weight, None, *args), expected, rtol=1e-10, atol=1e-10)
+    mine = C.conv2d_backward(laid_out(xp, grad_out, cfg["layout"]), x, weight, *args)
+    for got, want in zip(mine[:2], grads, strict=True):
+        assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # The transposed convolution of a depthwise geometry runs the same direct kernels; it
+    # takes the convolution's output shape back to (about) the input's.
+    stride, padding, dilation = cfg["args"]
+    y = xp.asarray(rng.standard_normal(expected.shape))
+    sizes = [
+        (o - 1) * s - 2 * p + d * (k - 1) + 1
+        for o, s, p, d, k in zip(y.shape[2:], stride, padding, dilation, cfg["kernel"], strict=True)
+    ]
+    assume(min(sizes) >= 1)
+    targs = (stride, padding, 0, c, dilation)
+    expected, grad_out, grads = torch_grads(
+        torch,
+        lambda a, b: torch.nn.functional.conv_transpose2d(a, b, None, *targs),
+        [y, weight],
+        seed,
+    )
+    assert_close(C.conv_transpose2d(y, weight, None, *targs), expected, rtol=1e-10, atol=1e-10)
+    mine = C.conv_transpose2d_backward(xp.asarray(grad_out), y, weight, *targs)
+    for got, want in zip(mine[:2], grads, strict=True):
+        assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES)
+def test_depthwise_backward_gradcheck(xp, rng, case):
+    n, c, h, w, k, s, p, d = case
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    weight = xp.asarray(rng.standard_normal((c, 1, *k)))
+    bias = xp.asarray(rng.standard_normal(c))
+    grad_out = xp.asarray(rng.standard_normal(C.conv2d(x, weight, bias, s, p, d, c).shape))
+    errors = check_gradients(
+        lambda a, b, c_: C.conv2d(a, b, c_, s, p, d, c),
+        [x, weight, bias],
+        C.conv2d_backward(grad_out, x, weight, s, p, d, c),
+        grad_out,
+        ["x", "weight", "bias"],
+    )
+    assert max(errors.values()) < 1e-6
+
+
 # ----------------------------------------------------------------------------- bad input
 def bad_calls(xp):
     x = xp.zeros((2, 3, 5, 5))
@@ -575,7 +703,13 @@ def all_calls(xp, dtype):
     cols = xp.asarray(rng.standard_normal((2, 24, 16)), dtype=dtype)
     args = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
     targs = dict(stride=2, padding=(1, 0), output_padding=1, groups=2, dilation=1)
+    # depthwise (groups == C_in == C_out, stride 1): the direct path, forward and backward
+    wd = xp.asarray(rng.standard_normal((4, 1, 3, 2)), dtype=dtype)
+    gd = xp.asarray(rng.standard_normal((2, 4, 6, 5)), dtype=dtype)
+    dargs = dict(stride=1, padding=1, dilation=(1, 2), groups=4)
     return [
+        (C.convolve2d, (x, wd, b[:4]), dargs),
+        (C.conv2d_backward, (gd, x, wd), dargs),
         (C.im2col, (x, (3, 2)), dict(stride=1, padding=0)),
         (C.col2im, (cols, (6, 5), (3, 2)), {}),
         (C.conv2d, (x, w, b), args),

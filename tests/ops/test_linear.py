@@ -5,29 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops.linear import linear, linear_backward
-
-FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def laid_out(xp, a, layout):
-    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or
-    Fortran-ordered (transposed memory) array with the same values."""
-    a = xp.asarray(a)
-    if layout == "strided":
-        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    return xp.asfortranarray(a) if layout == "fortran" else a
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+from tests.helpers import FIXTURE_OK, LAYOUTS, assert_close, laid_out
 
 
 def test_linear_hand_example(xp):
@@ -64,7 +48,7 @@ def test_linear_matches_loop_definition(xp, n, fin, fout, seed):
     fin=st.integers(1, 5),
     fout=st.integers(1, 5),
     has_bias=st.booleans(),
-    x_layout=st.sampled_from(["contiguous", "strided", "fortran"]),
+    x_layout=LAYOUTS,
     transposed_weight=st.booleans(),
     seed=st.integers(0, 2**31),
 )

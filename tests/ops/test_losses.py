@@ -8,31 +8,15 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import losses as L
+from tests.helpers import FIXTURE_OK, LAYOUTS, assert_close, laid_out
 
-FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-LAYOUTS = st.sampled_from(["contiguous", "strided", "fortran"])
 LN2 = math.log(2)
-
-
-def laid_out(xp, a, layout):
-    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or
-    Fortran-ordered (transposed memory) array with the same values."""
-    a = xp.asarray(a)
-    if layout == "strided":
-        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    return xp.asfortranarray(a) if layout == "fortran" else a
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
 
 
 # ----------------------------------------------------------------------------- hand examples

@@ -7,18 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import pooling as P
-
-
-def examples(n):
-    """Hypothesis settings: ``n`` examples; the ``xp`` fixture is safe to share across them."""
-    return settings(max_examples=n, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
+from tests.helpers import LAYOUTS, assert_close, examples, laid_out
 
 # The 4x4 plane of the hand examples.
 X = [
@@ -27,21 +22,6 @@ X = [
     [7.0, 2.0, 9.0, 8.0],
     [1.0, 0.0, 3.0, 4.0],
 ]
-
-
-def laid_out(xp, a, layout):
-    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or
-    Fortran-ordered (transposed memory) array with the same values."""
-    a = xp.asarray(a)
-    if layout == "strided":
-        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    return xp.asfortranarray(a) if layout == "fortran" else a
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
 
 
 def distinct(rng, shape):
@@ -99,6 +79,13 @@ def test_max_pool2d_hand_example(xp):
     tie = xp.asarray([[[[1.0, 5.0], [5.0, 0.0]]]])
     _, indices = P.max_pool2d(tie, 2, return_indices=True)
     np.testing.assert_array_equal(to_numpy(indices), [[[[1]]]])
+    # A window holding NaN has a NaN maximum, found at its first NaN (PyTorch's rule).
+    nan = xp.asarray([[[[1.0, 9.0, 3.0, math.nan], [math.nan, 2.0, math.nan, 4.0]]]])
+    out, indices = P.max_pool2d(nan, 2, return_indices=True)
+    assert bool(xp.isnan(out).all())
+    np.testing.assert_array_equal(to_numpy(indices), [[[[4, 3]]]])
+    grad = P.max_pool2d_backward(xp.asarray([[[[1.0, 2.0]]]]), nan, 2)
+    assert_close(grad, [[[[0.0, 0.0, 0.0, 2.0], [1.0, 0.0, 0.0, 0.0]]]])
 
 
 def test_max_pool2d_backward_hand_example(xp):
@@ -112,6 +99,10 @@ def test_max_pool2d_backward_hand_example(xp):
         [0.0, 0.0, 0.0, 0.0],
     ]
     assert_close(grad, [[expected]])
+    # The same from the forward's indices [[5, 5], [8, 10]], without recomputing them.
+    indices = xp.asarray([[[[5, 5], [8, 10]]]])
+    g = xp.asarray([[[[1.0, 2.0], [3.0, 4.0]]]])
+    assert_close(P.max_pool2d_backward(g, x, 3, 2, padding=1, indices=indices), [[expected]])
 
 
 def test_avg_pool2d_hand_example(xp):
@@ -226,7 +217,6 @@ def windows(draw, dilation=True, padding=True):
     return shape, cfg
 
 
-LAYOUTS = st.sampled_from(["contiguous", "strided", "fortran"])
 DTYPES = st.sampled_from([np.float64, np.float32])
 
 
@@ -285,6 +275,10 @@ def test_max_pool2d_matches_torch(xp, torch, case, layout, dtype, ties, seed):
     if finite.all():
         grad_x = P.max_pool2d_backward(xp.asarray(grad_out), xx, **cfg)
         assert_close(grad_x, grad, **tolerance(dtype))
+        # From the saved indices (ours and PyTorch's) instead of recomputing them from x.
+        for saved in (indices, xp.asarray(t_indices.numpy())):
+            grad_x = P.max_pool2d_backward(xp.asarray(grad_out), xx, **cfg, indices=saved)
+            assert_close(grad_x, grad, **tolerance(dtype))
 
 
 @pytest.mark.oracle
@@ -572,6 +566,15 @@ def test_pooling_backward_rejects_bad_input(xp):
         P.global_avg_pool2d_backward(xp.zeros((1, 2, 2, 2)), x)
     with pytest.raises(ValueError, match="max_unpool2d_backward: grad_out has shape"):
         P.max_unpool2d_backward(xp.zeros((1, 2, 3, 3)), x, xp.zeros(x.shape, dtype=xp.int64), 2)
+    g, idx = xp.zeros((1, 2, 2, 2)), xp.zeros((1, 2, 2, 2), dtype=xp.int64)
+    with pytest.raises(ValueError, match=r"max_pool2d_backward: indices must have 4 dim"):
+        P.max_pool2d_backward(g, x, 2, indices=idx[..., 0])
+    with pytest.raises(ValueError, match=r"indices shape \(1, 2, 2, 1\) must equal the output"):
+        P.max_pool2d_backward(g, x, 2, indices=idx[..., :1])
+    with pytest.raises(TypeError, match="max_pool2d_backward: indices must have an integer"):
+        P.max_pool2d_backward(g, x, 2, indices=g)
+    with pytest.raises(ValueError, match=r"max_pool2d_backward: indices must lie in \[0, 16\)"):
+        P.max_pool2d_backward(g, x, 2, indices=idx + 16)
 
 
 def test_adaptive_pooling_rejects_bad_input(xp):
@@ -624,6 +627,9 @@ def every_call(xp, x):
         "max_pool2d": P.max_pool2d(x, dilation=(1, 2), **win),
         "max_pool2d_naive": P.max_pool2d_naive(x, **win),
         "max_pool2d_backward": P.max_pool2d_backward(g((1, 2, 3, 4)), x, **win),
+        "max_pool2d_backward_indices": P.max_pool2d_backward(
+            g((1, 2, 2, 3)), x, 2, indices=indices
+        ),
         "avg_pool2d": P.avg_pool2d(x, count_include_pad=False, **win),
         "avg_pool2d_naive": P.avg_pool2d_naive(x, **win),
         "avg_pool2d_backward": P.avg_pool2d_backward(g((1, 2, 3, 4)), x, **win),

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops.regularization import dropout, dropout_backward, dropout_mask
-
-FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+from tests.helpers import FIXTURE_OK, assert_close
 
 
 def test_dropout_hand_example(xp):

@@ -5,32 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops.sampling import interpolate, interpolate_backward
-
-
-def examples(n):
-    """Hypothesis settings: ``n`` examples; the ``xp`` fixture is safe to share across them."""
-    return settings(max_examples=n, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def laid_out(xp, a, layout):
-    """``a`` (host array) on ``xp`` as a contiguous, strided (``[..., ::2]``) or
-    Fortran-ordered (transposed memory) array with the same values."""
-    a = xp.asarray(a)
-    if layout == "strided":
-        big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    return xp.asfortranarray(a) if layout == "fortran" else a
-
-
-def assert_close(actual, expected, rtol=1e-12, atol=1e-12):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+from tests.helpers import LAYOUTS, assert_close, examples, laid_out
 
 
 # ----------------------------------------------------------------------------- hand examples
@@ -120,7 +101,7 @@ def resizes(draw):
 @examples(100)
 @given(
     case=resizes(),
-    layout=st.sampled_from(["contiguous", "strided", "fortran"]),
+    layout=LAYOUTS,
     dtype=st.sampled_from([np.float64, np.float32]),
     seed=st.integers(0, 1000),
 )
