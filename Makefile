@@ -68,9 +68,10 @@ site-test: book
 grade: setup
 	$(BIN)/cnn-course grade exercises --json grade-report.json --markdown grade-report.md
 
-# Writes the table the book shows (chapters 3 and 9); commit the JSON after a run.
+# Writes the table the book shows (chapters 3 and 9): one thread, CPU time, so a busy
+# machine does not distort the ratios. Commit the JSON after a run.
 bench: setup
-	$(BIN)/cnn-course bench --json book/data/bench_cpu.json
+	$(BIN)/cnn-course bench --threads 1 --timer cpu --repeat 10 --json book/data/bench_cpu.json
 
 gpu-test: setup
 	$(BIN)/python -m pip install $(PIP_QUIET) -e ".[gpu]" 2>&1 | $(PIP_FILTER)

@@ -21,10 +21,10 @@ table therefore shows both of ours (from ``x``, and from the forward's ``indices
 PyTorch's backward, and forward+backward as each library runs it in training; the DESIGN
 target compares like with like (forward, backward from indices, forward+backward).
 
-Last, a LeNet training epoch when ``cnn_course.training.bench_lenet_epoch`` exists. Every
-time is the best of several runs after a warm-up, and every ratio compares times measured in
-the same run. ``--json FILE`` writes all of it (the book's chapters on im2col and on FLOPs
-display it).
+Last, a LeNet training epoch (``bench_lenet_epoch``), ours against the same model in
+PyTorch. Every time is the best of several runs after a warm-up, and every ratio compares
+times measured in the same run. ``--json FILE`` writes all of it (the book's chapters on
+im2col and on FLOPs display it).
 
 Why LeNet C3 (5x5, 6->16 channels, 14x14) sits at the 1.3x GEMM limit (1.28x to 1.52x
 from run to run, single-threaded): its column matrix has 150 rows but only 16 filters use
@@ -52,7 +52,13 @@ from typing import Any
 
 import numpy as np
 
+from cnn_course import functional as F
+from cnn_course import zoo
+from cnn_course.backend import to_numpy
+from cnn_course.data import batches, load_digits
 from cnn_course.ops.conv import conv2d, conv2d_backward, conv2d_naive, conv2d_workspace_bytes
+from cnn_course.optim import Adam
+from cnn_course.training import subset
 
 # (name, N, C, H, W, F, kernel, stride, padding, groups); sizes keep a full CPU run near
 # 2 minutes.
@@ -266,15 +272,10 @@ def _bench_naive(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str,
 # --------------------------------------------------------------------------- pooling
 
 
-def _pool_functions() -> tuple[dict[str, tuple[Callable, Callable]] | None, str]:
-    try:
-        functional = importlib.import_module("cnn_course.functional")
-        return {
-            "max": (functional.max_pool2d, functional.max_pool2d_backward),
-            "avg": (functional.avg_pool2d, functional.avg_pool2d_backward),
-        }, ""
-    except (ImportError, AttributeError) as exc:
-        return None, f"pooling is not available yet ({type(exc).__name__}: {exc})"
+POOL_FUNCTIONS = {
+    "max": (F.max_pool2d, F.max_pool2d_backward),
+    "avg": (F.avg_pool2d, F.avg_pool2d_backward),
+}
 
 
 def _bench_pool(shape: tuple, funcs: dict, backend: _Backend, repeat: int, rng) -> dict:
@@ -370,17 +371,101 @@ def _torch_pool_times(kind, x, grad_out, shape, backend: _Backend, repeat: int) 
 # --------------------------------------------------------------------------- LeNet epoch
 
 
+def _torch_lenet(torch: Any) -> Any:
+    """The same LeNet-5 in PyTorch (for timing only)."""
+    tnn = torch.nn
+    return tnn.Sequential(
+        tnn.Conv2d(1, 6, 5, padding=2),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(6, 16, 5),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Flatten(),
+        tnn.Linear(400, 120),
+        tnn.ReLU(),
+        tnn.Linear(120, 84),
+        tnn.ReLU(),
+        tnn.Linear(84, 10),
+    )
+
+
+def _numpy_blas_threads() -> int | None:
+    """Threads of the BLAS NumPy uses (so PyTorch can be given as many)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(counts) if counts else None
+
+
+def _time_epoch(step: Any, batch_list: list[tuple[Any, Any]]) -> float:
+    """Seconds for ``step(x, y)`` over every batch, after one untimed warm-up step (first
+    calls pay for kernel selection and memory pools). ``step`` returns an array whose
+    conversion to float waits for an asynchronous device."""
+    step(*batch_list[0])
+    start = time.perf_counter()
+    for xb, yb in batch_list:
+        out = step(xb, yb)
+    float(out.sum())
+    return time.perf_counter() - start
+
+
+def bench_lenet_epoch(
+    batch_size: int = 64, seed: int = 0, train_size: int | None = None
+) -> dict[str, Any]:
+    """Time one training epoch (Adam) of LeNet-5: ours, and the same model in PyTorch CPU.
+
+    The epoch covers the 4,000 training digits, or a stratified subset of ``train_size``,
+    in the same batches for both. Returns ``ours_s``, ``torch_s`` (``None`` when PyTorch is
+    not installed), ``ratio`` (ours / torch), ``images``, ``batch_size`` and ``threads``
+    (PyTorch is given as many threads as NumPy's BLAS uses).
+    """
+    data = subset(load_digits("mnist5k", seed=0), train_size, None)
+    batch_list = list(batches(data.x_train, data.y_train, batch_size, seed=seed))
+    model = zoo.lenet5(seed=seed)
+    opt = Adam(model.parameters(), lr=1e-3)
+
+    def ours_step(xb: Any, yb: Any) -> Any:
+        logits = model.forward(xb)
+        opt.zero_grad()
+        model.backward(F.cross_entropy_backward(1.0, logits, yb))
+        opt.step()
+        return logits
+
+    threads = _numpy_blas_threads()
+    result = {"ours_s": _time_epoch(ours_step, batch_list), "torch_s": None, "ratio": None}
+    result.update(images=int(data.x_train.shape[0]), batch_size=batch_size, threads=threads)
+    try:
+        import torch
+    except ImportError:
+        return result
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    tmodel = _torch_lenet(torch)
+    topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+
+    def torch_step(xb: Any, yb: Any) -> Any:
+        loss = torch.nn.functional.cross_entropy(tmodel(xb), yb)
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+        return loss.detach()
+
+    tensors = [
+        (torch.from_numpy(to_numpy(xb)), torch.from_numpy(to_numpy(yb))) for xb, yb in batch_list
+    ]
+    result["torch_s"] = _time_epoch(torch_step, tensors)
+    result["ratio"] = result["ours_s"] / result["torch_s"]
+    return result
+
+
 def _bench_lenet(quick: bool) -> dict[str, Any]:
     if quick:
         return {"unavailable": "skipped with --quick"}
-    try:
-        training = importlib.import_module("cnn_course.training")
-        bench_lenet_epoch = training.bench_lenet_epoch
-    except (ImportError, AttributeError):
-        return {"unavailable": "cnn_course.training.bench_lenet_epoch does not exist yet"}
-    result = dict(bench_lenet_epoch())
-    result["ratio"] = _ratio(result.get("ours_s"), result.get("torch_s"))
-    return result
+    return bench_lenet_epoch()
 
 
 # --------------------------------------------------------------------------- summary
@@ -599,15 +684,10 @@ def run(
             _bench_conv(s, backend, repeat, rng)
             for s in (QUICK_CONV_SHAPES if quick else CONV_SHAPES)
         ]
-        funcs, pool_note = _pool_functions()
-        pool = []
-        if funcs is None:
-            notes.append(pool_note)
-        else:
-            pool = [
-                _bench_pool(s, funcs, backend, repeat, rng)
-                for s in (QUICK_POOL_SHAPES if quick else POOL_SHAPES)
-            ]
+        pool = [
+            _bench_pool(s, POOL_FUNCTIONS, backend, repeat, rng)
+            for s in (QUICK_POOL_SHAPES if quick else POOL_SHAPES)
+        ]
         lenet = _bench_lenet(quick)
     torch = backend.torch
     return {

@@ -738,6 +738,16 @@ class MaxPool2d(_Pool):
         super().__init__()
         self._window("MaxPool2d", kernel_size, stride, padding, dilation, ceil_mode)
 
+    def forward(self, x: Array) -> Array:
+        # Keep the arg-max positions, as PyTorch's autograd does: the backward then only
+        # scatters instead of searching every window again.
+        self._x = x
+        out, self._indices = F.max_pool2d(x, **self._args(), return_indices=True)
+        return out
+
+    def backward(self, grad_out: Array) -> Array:
+        return F.max_pool2d_backward(grad_out, self._saved(), **self._args(), indices=self._indices)
+
 
 class AvgPool2d(_Pool):
     """Average pooling, ``F.avg_pool2d`` / ``F.avg_pool2d_backward``."""

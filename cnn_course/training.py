@@ -31,7 +31,7 @@ from typing import Any
 
 import cnn_course.functional as F
 from cnn_course import __version__, nn, zoo
-from cnn_course.backend import array_module, get_backend, np, to_numpy
+from cnn_course.backend import array_module, get_backend, np
 from cnn_course.data import Digits, batches, load_digits, stratified_split
 from cnn_course.optim import SGD, Adam, LRScheduler, Optimizer, WarmupCosineLR
 
@@ -40,7 +40,6 @@ __all__ = [
     "train",
     "train_lenet5",
     "plot_history",
-    "bench_lenet_epoch",
     "main",
 ]
 
@@ -172,7 +171,7 @@ def train(
     return history
 
 
-def _subset(data: Digits, train_size: int | None, test_size: int | None) -> Digits:
+def subset(data: Digits, train_size: int | None, test_size: int | None) -> Digits:
     """Stratified subsets of the training and test sets (seed 0), for quick runs."""
 
     def pick(x: Any, y: Any, size: int | None) -> tuple[Any, Any]:
@@ -203,7 +202,7 @@ def train_lenet5(
     fixed split). The result has ``test_accuracy``, ``dataset``, ``seconds`` (training time
     without evaluation), ``history`` (see :func:`train`) and the settings.
     """
-    data = _subset(load_digits("mnist5k", seed=0), train_size, test_size)
+    data = subset(load_digits("mnist5k", seed=0), train_size, test_size)
     model = zoo.lenet5(num_classes=10, in_channels=1, seed=seed)
     history = train(model, data, epochs, batch_size, lr, optimizer, seed, progress)
     return {
@@ -246,97 +245,6 @@ def plot_history(history: Sequence[dict[str, float]], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.savefig(path, dpi=120)
-
-
-def _torch_lenet(torch: Any) -> Any:
-    """The same LeNet-5 in PyTorch (for timing only)."""
-    tnn = torch.nn
-    return tnn.Sequential(
-        tnn.Conv2d(1, 6, 5, padding=2),
-        tnn.ReLU(),
-        tnn.MaxPool2d(2),
-        tnn.Conv2d(6, 16, 5),
-        tnn.ReLU(),
-        tnn.MaxPool2d(2),
-        tnn.Flatten(),
-        tnn.Linear(400, 120),
-        tnn.ReLU(),
-        tnn.Linear(120, 84),
-        tnn.ReLU(),
-        tnn.Linear(84, 10),
-    )
-
-
-def _blas_threads() -> int | None:
-    """Threads of the BLAS NumPy uses (so PyTorch can be given as many)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-    return max(counts) if counts else None
-
-
-def _time_epoch(step: Any, batch_list: list[tuple[Any, Any]]) -> float:
-    """Seconds for ``step(x, y)`` over every batch, after one untimed warm-up step (first
-    calls pay for kernel selection and memory pools). ``step`` returns an array whose
-    conversion to float waits for an asynchronous device."""
-    step(*batch_list[0])
-    start = time.perf_counter()
-    for xb, yb in batch_list:
-        out = step(xb, yb)
-    float(out.sum())
-    return time.perf_counter() - start
-
-
-def bench_lenet_epoch(
-    batch_size: int = 64, seed: int = 0, train_size: int | None = None
-) -> dict[str, Any]:
-    """Time one training epoch (Adam) of LeNet-5: ours, and the same model in PyTorch CPU.
-
-    The epoch covers the 4,000 training digits, or a stratified subset of ``train_size``,
-    in the same batches for both. Returns ``ours_s``, ``torch_s`` (``None`` when PyTorch is
-    not installed), ``ratio`` (ours / torch), ``images``, ``batch_size`` and ``threads``
-    (PyTorch is given as many threads as NumPy's BLAS uses).
-    """
-    data = _subset(load_digits("mnist5k", seed=0), train_size, None)
-    batch_list = list(batches(data.x_train, data.y_train, batch_size, seed=seed))
-    model = zoo.lenet5(seed=seed)
-    opt = Adam(model.parameters(), lr=1e-3)
-
-    def ours_step(xb: Any, yb: Any) -> Any:
-        logits = model.forward(xb)
-        opt.zero_grad()
-        model.backward(F.cross_entropy_backward(1.0, logits, yb))
-        opt.step()
-        return logits
-
-    threads = _blas_threads()
-    result = {"ours_s": _time_epoch(ours_step, batch_list), "torch_s": None, "ratio": None}
-    result.update(images=int(data.x_train.shape[0]), batch_size=batch_size, threads=threads)
-    try:
-        import torch  # noqa: TID251 (optional, for the comparison only)
-    except ImportError:
-        return result
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    tmodel = _torch_lenet(torch)
-    topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
-
-    def torch_step(xb: Any, yb: Any) -> Any:
-        loss = torch.nn.functional.cross_entropy(tmodel(xb), yb)
-        topt.zero_grad()
-        loss.backward()
-        topt.step()
-        return loss.detach()
-
-    tensors = [
-        (torch.from_numpy(to_numpy(xb)), torch.from_numpy(to_numpy(yb))) for xb, yb in batch_list
-    ]
-    result["torch_s"] = _time_epoch(torch_step, tensors)
-    result["ratio"] = result["ours_s"] / result["torch_s"]
-    return result
 
 
 def _positive_int(text: str) -> int:

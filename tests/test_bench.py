@@ -120,3 +120,11 @@ def test_quick_report_times_max_pooling_both_ways(report):
 def test_cpu_timer_needs_one_thread():
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--timer", "cpu", "--threads", "2"])
+
+
+@pytest.mark.slow
+def test_bench_lenet_epoch_reports_both_timings():
+    result = bench.bench_lenet_epoch(batch_size=64, seed=0, train_size=500)
+    assert result["images"] == 500 and result["ours_s"] > 0
+    if result["torch_s"] is not None:
+        assert result["ratio"] == pytest.approx(result["ours_s"] / result["torch_s"])

@@ -16,7 +16,7 @@ from cnn_course import nn, zoo
 from cnn_course.backend import use_backend
 from cnn_course.data import load_digits
 from cnn_course.optim import Adam
-from cnn_course.training import bench_lenet_epoch, evaluate, main, train, train_lenet5
+from cnn_course.training import evaluate, main, train, train_lenet5
 
 
 def test_evaluate_hand_example():
@@ -125,11 +125,3 @@ def test_cli_rejects_bad_arguments(capsys):
     assert "--epochs: must be a positive integer, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="train: epochs must be a positive int, got 0"):
         train(zoo.lenet5(), load_digits("digits8x8"), epochs=0)
-
-
-@pytest.mark.slow
-def test_bench_lenet_epoch_reports_both_timings():
-    result = bench_lenet_epoch(batch_size=64, seed=0, train_size=500)
-    assert result["images"] == 500 and result["ours_s"] > 0
-    if result["torch_s"] is not None:
-        assert result["ratio"] == pytest.approx(result["ours_s"] / result["torch_s"])
