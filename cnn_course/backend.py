@@ -32,6 +32,7 @@ __all__ = [
     "asarray",
     "to_numpy",
     "is_cupy_array",
+    "cupy_problem",
     "BackendUnavailableError",
 ]
 
@@ -51,8 +52,8 @@ def _import_cupy() -> ModuleType | None:
         return None
 
 
-def _cupy_problem() -> str | None:
-    """Why CuPy cannot be used here, or None if it can."""
+def cupy_problem() -> str | None:
+    """Why CuPy cannot be used here (a sentence a person can act on), or None if it can."""
     cupy = _import_cupy()
     if cupy is None:
         return "CuPy is not installed (pip install 'cnn-course[gpu]' on a machine with CUDA 12)"
@@ -72,7 +73,7 @@ def _cupy_problem() -> str | None:
 def available_backends() -> list[str]:
     """Names of the backends that work on this machine: always ``"numpy"``, plus ``"cupy"``
     when CuPy is installed and can run a kernel on a CUDA device."""
-    return ["numpy"] + ([] if _cupy_problem() else ["cupy"])
+    return ["numpy"] + ([] if cupy_problem() else ["cupy"])
 
 
 def _check_name(name: str) -> str:
@@ -80,7 +81,7 @@ def _check_name(name: str) -> str:
         raise ValueError(f"backend must be one of {_NAMES}, got {name!r}")
     name = name.lower()
     if name == "cupy":
-        problem = _cupy_problem()
+        problem = cupy_problem()
         if problem:
             raise BackendUnavailableError(
                 f"the 'cupy' backend is unavailable: {problem}. Fall back to NumPy with "

@@ -23,12 +23,12 @@ SUBCOMMANDS = {
 
 def info() -> int:
     """Print the version, Python, and which backends work here."""
-    from cnn_course.backend import _cupy_problem, get_backend, np
+    from cnn_course.backend import cupy_problem, get_backend, np
 
     print(f"cnn-course {__version__}")
     print(f"python     {platform.python_version()} ({platform.machine()})")
     print(f"numpy      {np.__version__}")
-    problem = _cupy_problem()
+    problem = cupy_problem()
     print(f"cupy       {'available' if problem is None else 'unavailable: ' + problem}")
     print(f"backend    {get_backend()} (set CNN_COURSE_BACKEND to change)")
     return 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from cnn_course.backend import _cupy_problem
+from cnn_course.backend import cupy_problem
 
 settings.register_profile(
     "course",
@@ -45,7 +45,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def xp(request: pytest.FixtureRequest):
     """The array module under test (numpy or cupy)."""
     if request.param == "cupy":
-        problem = _cupy_problem()
+        problem = cupy_problem()
         if problem:
             pytest.skip(f"CuPy backend unavailable: {problem}")
         import cupy
