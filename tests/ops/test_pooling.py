@@ -577,6 +577,26 @@ def test_pooling_backward_rejects_bad_input(xp):
         P.max_pool2d_backward(g, x, 2, indices=idx + 16)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "int64"])
+def test_max_pool2d_backward_range_check_for_every_index_width(xp, dtype):
+    # 16x16 planes: 256 positions, more than int8 can address, so a negative int8 index must
+    # be caught even though, read as unsigned, it is below the plane size.
+    x = xp.zeros((1, 1, 16, 16))
+    g = xp.zeros((1, 1, 8, 8))
+    good = xp.zeros((1, 1, 8, 8), dtype=dtype)
+    assert float(P.max_pool2d_backward(g, x, 2, indices=good).sum()) == 0.0
+    if xp.dtype(dtype).kind == "i":
+        bad = good.copy()
+        bad[0, 0, 3, 5] = -1
+        with pytest.raises(ValueError, match=r"must lie in \[0, 256\) .* from -1 to 0"):
+            P.max_pool2d_backward(g, x, 2, indices=bad)
+    if xp.iinfo(dtype).max >= 256:
+        bad = good.copy()
+        bad[0, 0, 7, 7] = 256
+        with pytest.raises(ValueError, match=r"must lie in \[0, 256\) .* from 0 to 256"):
+            P.max_pool2d_backward(g, x, 2, indices=bad)
+
+
 def test_adaptive_pooling_rejects_bad_input(xp):
     x = xp.zeros((1, 2, 4, 4))
     with pytest.raises(ValueError, match="adaptive_avg_pool2d: output_size must be at least 1"):
