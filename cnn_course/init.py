@@ -37,6 +37,8 @@ __all__ = [
     "xavier_normal_",
     "kaiming_uniform_",
     "kaiming_normal_",
+    "xavier_std",
+    "kaiming_std",
 ]
 
 Generator = np.random.Generator | int | None
@@ -163,23 +165,32 @@ def ones_(tensor: Any) -> Any:
 
 def xavier_uniform_(tensor: Any, gain: float = 1.0, generator: Generator = None) -> Any:
     """Glorot uniform: ``U(-b, b)``, ``b = gain * sqrt(6 / (fan_in + fan_out))``."""
-    std = _xavier_std(tensor, gain, "xavier_uniform_")
+    std = xavier_std(_target(tensor, "xavier_uniform_").shape, gain)
     return _uniform_with_std(tensor, std, generator)
 
 
 def xavier_normal_(tensor: Any, gain: float = 1.0, generator: Generator = None) -> Any:
     """Glorot normal: ``N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
-    return normal_(tensor, 0.0, _xavier_std(tensor, gain, "xavier_normal_"), generator)
+    return normal_(
+        tensor, 0.0, xavier_std(_target(tensor, "xavier_normal_").shape, gain), generator
+    )
 
 
-def _xavier_std(tensor: Any, gain: float, op: str) -> float:
-    fan_in, fan_out = calculate_fan_in_and_fan_out(_target(tensor, op).shape)
+def xavier_std(shape: tuple[int, ...], gain: float = 1.0) -> float:
+    """Standard deviation of Xavier (Glorot) initialisation of a weight of ``shape``:
+    ``gain * sqrt(2 / (fan_in + fan_out))``. The uniform variant draws from ``U(-b, b)`` with
+    ``b = sqrt(3) * std`` (the variance of ``U(-b, b)`` is ``b**2 / 3``)."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tuple(shape))
     return gain * math.sqrt(2.0 / (fan_in + fan_out))
 
 
-def _kaiming_std(tensor: Any, a: float, mode: str, nonlinearity: str, op: str) -> float:
-    fan = _fan(_target(tensor, op).shape, mode)
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+def kaiming_std(
+    shape: tuple[int, ...], a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
+) -> float:
+    """Standard deviation of Kaiming (He) initialisation of a weight of ``shape``:
+    ``gain / sqrt(fan)``, ``fan`` chosen by ``mode``; ``U(-b, b)`` with ``b = sqrt(3) * std``
+    for the uniform variant."""
+    return calculate_gain(nonlinearity, a) / math.sqrt(_fan(tuple(shape), mode))
 
 
 def kaiming_uniform_(
@@ -192,7 +203,7 @@ def kaiming_uniform_(
     """He uniform: ``U(-b, b)``, ``b = gain * sqrt(3 / fan)``, ``gain = calculate_gain
     (nonlinearity, a)``. PyTorch's default for Conv2d/Linear weights is ``a = sqrt(5)``,
     which gives ``b = 1 / sqrt(fan_in)``."""
-    std = _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_uniform_")
+    std = kaiming_std(_target(tensor, "kaiming_uniform_").shape, a, mode, nonlinearity)
     return _uniform_with_std(tensor, std, generator)
 
 
@@ -204,5 +215,5 @@ def kaiming_normal_(
     generator: Generator = None,
 ) -> Any:
     """He normal: ``N(0, std^2)``, ``std = gain / sqrt(fan)``."""
-    std = _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_normal_")
+    std = kaiming_std(_target(tensor, "kaiming_normal_").shape, a, mode, nonlinearity)
     return normal_(tensor, 0.0, std, generator)

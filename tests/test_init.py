@@ -10,6 +10,7 @@ import pytest
 
 from cnn_course import init, nn
 from cnn_course.backend import to_numpy
+from cnn_course.init import kaiming_std, xavier_std
 
 
 def test_gain_and_fan_hand_example():
@@ -120,3 +121,14 @@ def test_rejects_bad_input():
         init.kaiming_uniform_(np.zeros((3, 3), dtype=np.int64))
     with pytest.raises(TypeError, match="ones_: tensor must be a floating-point array or a Param"):
         init.ones_([1.0, 2.0])
+
+
+def test_std_helpers_by_hand():
+    # A (fan_out=30, fan_in=20) weight: Xavier std = sqrt(2 / 50) = 0.2; Kaiming (ReLU,
+    # fan_in) std = sqrt(2) / sqrt(20) = sqrt(0.1).
+    assert xavier_std((30, 20)) == pytest.approx(0.2)
+    assert kaiming_std((30, 20), nonlinearity="relu") == pytest.approx(0.1**0.5)
+    # A conv weight (8, 4, 3, 3): fan_in = 4 * 9 = 36, fan_out = 8 * 9 = 72.
+    assert kaiming_std((8, 4, 3, 3), mode="fan_out", nonlinearity="relu") == pytest.approx(
+        (2 / 72) ** 0.5
+    )

@@ -2,15 +2,18 @@
 
 Where an exercise asks for a smaller piece than the library offers (one optimizer run, batch
 norm in training mode only, one k-means step), the adapter calls the library and does no
-arithmetic of its own beyond choosing arguments, so the reference stays the library.
+arithmetic of its own beyond choosing arguments (``init_bound`` applies the ``sqrt(3)``
+that :mod:`cnn_course.init` documents between a std and a uniform bound), so the reference
+stays the library.
 """
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
-from cnn_course import analysis, nn, optim
+from cnn_course import analysis, init, nn, optim
 from cnn_course import functional as F
 from cnn_course.backend import np
 
@@ -58,20 +61,67 @@ def receptive_field_size(kernel_size: Any, stride: Any, dilation: Any) -> int:
     return int(analysis.receptive_field(layers).size[0])
 
 
-def _run(opt_class: type, param: Any, grads: Any, **hyper: Any) -> Any:
-    p = SimpleNamespace(data=param.copy(), grad=None)
-    opt = opt_class([p], **hyper)
-    for g in grads:
-        p.grad = g.copy()
+def _optimize(opt_class: type, params: list, steps: Any, **hyper: Any) -> list:
+    """Copies of ``params`` after one optimizer step per entry of ``steps`` (one gradient
+    per parameter each)."""
+    slots = [SimpleNamespace(data=p.copy(), grad=None) for p in params]
+    opt = opt_class(slots, **hyper)
+    for grads in steps:
+        for slot, g in zip(slots, grads, strict=True):
+            slot.grad = g.copy()
         opt.step()
-    return p.data
+    return [slot.data for slot in slots]
 
 
 def sgd_momentum(param: Any, grads: Any, lr: float, momentum: float) -> Any:
     """The parameter after one SGD-with-momentum step per gradient in ``grads``."""
-    return _run(optim.SGD, param, grads, lr=lr, momentum=momentum)
+    return _optimize(optim.SGD, [param], [(g,) for g in grads], lr=lr, momentum=momentum)[0]
 
 
 def adam(param: Any, grads: Any, lr: float, betas: tuple, eps: float) -> Any:
     """The parameter after one Adam step per gradient in ``grads``."""
-    return _run(optim.Adam, param, grads, lr=lr, betas=betas, eps=eps)
+    return _optimize(optim.Adam, [param], [(g,) for g in grads], lr=lr, betas=betas, eps=eps)[0]
+
+
+def layer_params(
+    height: int, width: int, in_channels: int, out_channels: int, kernel_size: int
+) -> tuple[int, int]:
+    """``(fully connected, convolution)`` parameter counts, biases included, of a layer
+    mapping a (C_in, H, W) input to a (C_out, H, W) output: ``nn.Linear`` over the flattened
+    maps versus a same-padded ``kernel_size`` convolution (odd ``kernel_size``)."""
+    fc = nn.Linear(in_channels * height * width, out_channels * height * width)
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+    return analysis.count_parameters(fc), analysis.count_parameters(conv)
+
+
+def bottleneck_params(in_channels: int, width: int, stride: int) -> int:
+    """Parameters of a ResNet-50 bottleneck block (output ``4 * width`` channels)."""
+    return analysis.count_parameters(nn.Bottleneck(in_channels, width, stride))
+
+
+def init_bound(fan_in: int, fan_out: int, scheme: str) -> float:
+    """The bound ``b`` of the ``U(-b, b)`` that ``init.xavier_uniform_`` (gain 1) or
+    ``init.kaiming_uniform_`` (ReLU, fan_in mode) draws from for a (fan_out, fan_in) weight.
+
+    ``b = sqrt(3) * std`` with the std of :mod:`cnn_course.init` (as its uniform fillers)."""
+    shape = (fan_out, fan_in)
+    if scheme == "xavier_uniform":
+        std = init.xavier_std(shape)
+    elif scheme == "kaiming_uniform":
+        std = init.kaiming_std(shape, nonlinearity="relu")
+    else:
+        raise ValueError(f"init_bound: unknown scheme {scheme!r}")
+    return math.sqrt(3.0) * std
+
+
+def softmax_regression_step(
+    x: Any, y: Any, weight: Any, bias: Any, lr: float
+) -> tuple[Any, Any, float]:
+    """``(new_weight, new_bias, loss)``: one SGD step of ``cross_entropy(linear(x, weight,
+    bias), y)`` (the loss before the step)."""
+    logits = F.linear(x, weight, bias)
+    loss = F.cross_entropy(logits, y)
+    grad_logits = F.cross_entropy_backward(np.asarray(1.0, dtype=logits.dtype), logits, y)
+    _, grad_weight, grad_bias = F.linear_backward(grad_logits, x, weight, bias)
+    new_weight, new_bias = _optimize(optim.SGD, [weight, bias], [(grad_weight, grad_bias)], lr=lr)
+    return new_weight, new_bias, float(loss)

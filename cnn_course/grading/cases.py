@@ -261,6 +261,65 @@ def adam(rng: np.random.Generator, index: int) -> Case:
     return case
 
 
+LAYER_PARAMS_KERNELS = [3, 1, 5]
+
+
+def layer_params(rng: np.random.Generator, index: int) -> Case:
+    kernel = _pick(LAYER_PARAMS_KERNELS, index)
+    height, width = (int(v) for v in rng.integers(4, 65, size=2))  # not square
+    c_in, c_out = int(rng.integers(1, 5)), int(rng.integers(1, 65))
+    return Case((height, width, c_in, c_out, kernel))
+
+
+# in_channels as a multiple of width: 4 (identity shortcut unless strided) or not.
+BOTTLENECK_TEMPLATES = [
+    {"stride": 1, "in_per_width": 4},
+    {"stride": 1, "in_per_width": 1},
+    {"stride": 2, "in_per_width": 2},
+    {"stride": 2, "in_per_width": 4},
+]
+
+
+def bottleneck_params(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(BOTTLENECK_TEMPLATES, index)
+    width = int(rng.integers(1, 17)) * 8
+    return Case((t["in_per_width"] * width, width, t["stride"]))
+
+
+# A linear layer (kernel 1: fans are feature counts) or a k x k convolution.
+INIT_TEMPLATES = [
+    {"scheme": "xavier_uniform", "kernel": 1},
+    {"scheme": "kaiming_uniform", "kernel": 1},
+    {"scheme": "xavier_uniform", "kernel": 3},
+    {"scheme": "kaiming_uniform", "kernel": 5},
+]
+
+
+def init_bound(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(INIT_TEMPLATES, index)
+    area = t["kernel"] ** 2
+    fan_in, fan_out = (int(v) * area for v in rng.integers(1, 513, size=2))
+    return Case((fan_in, fan_out, t["scheme"]))
+
+
+# ``shift`` is added to every bias: from 1000 on, exp(logit) overflows without the max-shift.
+SOFTMAX_STEP_TEMPLATES = [
+    {"shift": 0.0, "lr": 0.1},
+    {"shift": 1000.0, "lr": 0.01},
+    {"shift": 0.0, "lr": 1.0},
+]
+
+
+def softmax_regression_step(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(SOFTMAX_STEP_TEMPLATES, index)
+    # N >= 2, so that a gradient summed instead of averaged over the batch is wrong.
+    n, d, c = int(rng.integers(2, 9)), int(rng.integers(1, 7)), int(rng.integers(2, 7))
+    x, weight = _normal(rng, (n, d)), _normal(rng, (c, d))
+    bias = _normal(rng, (c,)) + t["shift"] * rng.uniform(1, 1.2)
+    y = rng.integers(0, c, size=n).astype("int64")
+    return Case((x, y, weight, bias, t["lr"]))
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -334,6 +393,10 @@ GENERATORS: dict[str, Callable[[np.random.Generator, int], Case]] = {
     "average_precision": average_precision,
     "knn": knn,
     "bilinear": bilinear,
+    "layer_params": layer_params,
+    "bottleneck_params": bottleneck_params,
+    "init_bound": init_bound,
+    "softmax_regression_step": softmax_regression_step,
 }
 
 
