@@ -5,15 +5,14 @@ Started by :mod:`cnn_course.grading.sandbox` as ``python -I _child.py``, it is a
 processes are the only place where exercise code runs during grading, and nothing they write
 is trusted: the grader reads ``result.json`` and ``outputs.npz`` back and checks every value.
 
-A case: new session, resource limits, block the forbidden packages at import time, load
-``inputs.npz`` (no pickle), drop to the unprivileged user when started as root, run the code,
-call the function, save what it returned and the inputs as they are after the call.
+A case: new session, resource limits, an audit hook that refuses the blocked packages, the
+library's files and other programs (see :func:`make_guard`), load ``inputs.npz`` (no
+pickle), drop to the unprivileged user when started as root, run the code, call the
+function, save what it returned and the inputs as they are after the call.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
 import json
 import os
 import resource
@@ -29,7 +28,7 @@ NDARRAY, SAVEZ, LOAD = np.ndarray, np.savez, np.load
 BOOL, INTEGER, FLOATING = np.bool_, np.integer, np.floating
 
 # Packages exercise code may not reach at run time, whatever route it takes (the AST check
-# refuses the obvious routes before the child ever starts; this catches the rest).
+# refuses the obvious routes before the child ever starts; the guard catches the rest).
 BLOCKED = (
     "cnn_course",
     "torch",
@@ -57,19 +56,72 @@ MAX_FILE_BYTES = 64 * 2**20
 MAX_PROCESSES = 64  # per user: bounds a fork bomb by the unprivileged user
 
 
-class ImportGuard(importlib.abc.MetaPathFinder):
-    """First finder on ``sys.meta_path``: refuses the blocked packages and records it in the
-    current case's directory."""
+BANNED_EXIT = 86  # exit status of a case that tried something exercise code may not do
+# Audit events that start another program (which would run without the guard below) or
+# that search the interpreter's objects (the way to the guard itself, to undo it with ctypes).
+REFUSED_EVENTS = frozenset(
+    {"os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "pty.spawn"}
+    | {"gc.get_objects", "gc.get_referrers", "gc.get_referents"}
+)
+# Modules that start programs without raising an audit event of their own.
+REFUSED_MODULES = frozenset({"_posixsubprocess"})
 
-    case_dir = "."
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: D102
-        root = fullname.partition(".")[0]
-        if root in BLOCKED:
-            with open(os.path.join(self.case_dir, "banned.json"), "w") as fh:
-                json.dump({"module": fullname}, fh)
-            raise ImportError(f"{fullname} is not available to exercise code")
-        return None
+def file_ids(protected: list[str]) -> frozenset[tuple[int, int]]:
+    """``(device, inode)`` of every file in the ``protected`` directories that exist.
+    Identities, not paths: a link, ``/proc/self/root`` or a relative path lead to the same
+    inode."""
+    ids = set()
+    for top in protected:
+        for root, _, files in os.walk(top):
+            for name in files:
+                info = os.stat(os.path.join(root, name))
+                ids.add((info.st_dev, info.st_ino))
+    return frozenset(ids)
+
+
+def make_guard(case_dir: str, protected: list[str]):
+    """An audit hook (:func:`sys.addaudithook`), installed in each case before the exercise
+    code runs. Unlike a finder on ``sys.meta_path`` or a patched builtin, exercise code cannot
+    remove it, and it uses only what it bound when it was made (no module attribute or
+    builtin that the exercise code could rebind). It refuses, by ending the process with
+    :data:`BANNED_EXIT` (after recording it in ``banned.json``): importing a blocked package
+    by any route (``importlib``, a re-ordered ``sys.meta_path``), opening a file of the
+    protected directories (the library, the instructor solutions), opening any directory
+    (a descriptor for ``dir_fd``, relative to which a path means another file than the one
+    this hook sees), starting another program, searching the garbage collector's objects,
+    and ``ctypes``. Should the hook itself fail, the audited operation fails with it."""
+    protected_ids = file_ids(protected)
+    blocked, refused_events = frozenset(BLOCKED) | REFUSED_MODULES, REFUSED_EVENTS
+    path_types = (str, bytes)
+    is_instance, stat, exit_, status, failed = isinstance, os.stat, os._exit, BANNED_EXIT, OSError
+    os_open, os_write = os.open, os.write
+    record = os.path.join(case_dir, "banned.json")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+    def refuse() -> None:
+        try:
+            os_write(os_open(record, flags, 0o644), b'{"refused": true}')
+        finally:
+            exit_(status)
+
+    def guard(event: str, args: tuple) -> None:
+        if event == "import":
+            if args[0].partition(".")[0] in blocked:
+                refuse()
+        elif event == "open":
+            if is_instance(args[0], path_types):
+                try:
+                    info = stat(args[0])
+                except failed:  # a file that does not exist yet is no secret
+                    return
+                is_directory = info.st_mode & 0o170000 == 0o040000  # S_IFDIR
+                if is_directory or (info.st_dev, info.st_ino) in protected_ids:
+                    refuse()
+        elif event in refused_events or event.startswith("ctypes."):
+            refuse()
+
+    return guard
 
 
 def drop_privileges() -> None:
@@ -150,6 +202,7 @@ def run_case(request: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
     case_dir = request["case_dir"]
+    sys.addaudithook(make_guard(case_dir, request["protected"]))
     try:
         try:
             outcome = run(case_dir, request["module_file"], request["function"])
@@ -171,14 +224,12 @@ def serve() -> None:
     ``{"status": WAIT_STATUS}``. The server itself never runs exercise code, so each case
     starts from the same clean state without paying for a new interpreter and NumPy.
     """
-    sys.meta_path.insert(0, ImportGuard())
     for name in [m for m in sys.modules if m.partition(".")[0] in BLOCKED]:
         del sys.modules[name]
     for name in PRELOAD:
         __import__(name)
     for line in sys.stdin:
         request = json.loads(line)
-        ImportGuard.case_dir = request["case_dir"]
         pid = os.fork()
         if pid == 0:
             run_case(request)

@@ -28,13 +28,31 @@ def _tags(cell: dict) -> list:
 
 
 def read_notebook(path: Path) -> dict:
-    """The notebook's JSON, refusing anything that is not a reasonable regular file."""
+    """The notebook's JSON, refusing anything that is not a reasonable regular file holding a
+    well-formed notebook (every cell a table with a text source and a metadata table)."""
     if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_NOTEBOOK_BYTES:
         raise ValueError(f"{path.name}: not a regular notebook file of a reasonable size")
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # nesting deep enough to exhaust the JSON decoder's stack
+        raise ValueError(f"{path.name}: not a notebook (nested too deeply)") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise ValueError(f"{path.name}: not a notebook (no cells)")
+    for i, cell in enumerate(nb["cells"]):
+        if not _well_formed(cell):
+            raise ValueError(f"{path.name}: cell {i} is not a well-formed notebook cell")
+    try:  # JSON escapes can spell lone surrogates, which no UTF-8 file can hold
+        dumps(nb).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{path.name}: not valid Unicode text") from None
     return nb
+
+
+def _well_formed(cell: object) -> bool:
+    if not isinstance(cell, dict) or not isinstance(cell.get("metadata", {}), dict):
+        return False
+    src = cell.get("source", "")
+    return isinstance(src, str) or (isinstance(src, list) and all(isinstance(s, str) for s in src))
 
 
 def solution_code(nb: dict) -> str:
@@ -45,6 +63,28 @@ def solution_code(nb: dict) -> str:
         if isinstance(c, dict) and c.get("cell_type") == "code" and SOLUTION_TAG in _tags(c)
     ]
     return "\n\n".join(cells) + "\n"
+
+
+def without_test_markers(nb: dict) -> dict:
+    """``nb`` without the tags and comments that tell nbval to skip a cell or to accept its
+    exception (a new dict): in a submission they would hide a cell that does not run."""
+    nb = json.loads(json.dumps(nb))
+    for cell in nb["cells"]:
+        tags = _tags(cell)
+        if tags:
+            cell["metadata"]["tags"] = [t for t in tags if not _is_marker_tag(t)]
+        lines = _source(cell).splitlines(keepends=True)
+        cell["source"] = ["#\n" if _is_marker_comment(line) else line for line in lines]
+    return nb
+
+
+def _is_marker_tag(tag: object) -> bool:
+    return isinstance(tag, str) and (tag.startswith("nbval-") or tag == "raises-exception")
+
+
+def _is_marker_comment(line: str) -> bool:
+    line = line.strip()
+    return line.startswith("#") and line.lstrip("#").strip().startswith(("NBVAL_", "PYTEST_"))
 
 
 def stub_source(source: str) -> str:

@@ -115,11 +115,14 @@ def _call_violations(tree: ast.AST, banned_calls: frozenset[str]) -> list[Violat
 
 
 def check_source(source: str, banned_calls: frozenset[str] = frozenset()) -> list[Violation]:
-    """Every violation in ``source``; a syntax error is reported as one (kind "crashed")."""
+    """Every violation in ``source``; code that does not parse is reported as one (kind
+    "crashed"), nesting too deep for the parser (``1+1+...`` many times over) included."""
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         return [Violation("crashed", exc.lineno or 0, f"syntax error: {exc.msg}")]
+    except (RecursionError, MemoryError):  # the parser's own limits on nesting
+        return [Violation("crashed", 0, "the code is nested too deeply to parse")]
     return (
         _module_violations(tree) + _escape_violations(tree) + _call_violations(tree, banned_calls)
     )

@@ -65,7 +65,8 @@ def _prepare_code(
             refused[exercise.id] = {"check": "missing", "message": f"{exercise.notebook}: {exc}"}
             continue
         if not (copies / exercise.notebook).exists():
-            (copies / exercise.notebook).write_text(notebooks.dumps(nb), encoding="utf-8")
+            copy = notebooks.dumps(notebooks.without_test_markers(nb))
+            (copies / exercise.notebook).write_text(copy, encoding="utf-8")
             code = notebooks.solution_code(nb)
             target.write_text(code, encoding="utf-8")
             target.chmod(0o644)
@@ -79,6 +80,7 @@ def _prepare_code(
 
 def _run_suite(work: Path, settings: dict, exercises: list[Exercise]) -> list[dict]:
     config = work / "config.json"
+    config.touch(mode=0o600)  # its path is in the suite's command line, which anyone can read
     config.write_text(json.dumps(settings))
     (work / "pytest.ini").write_text("[pytest]\n")
     cmd = [
@@ -90,7 +92,9 @@ def _run_suite(work: Path, settings: dict, exercises: list[Exercise]) -> list[di
     env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # the suite needs no plugin
     log = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, cwd=work, env=env)
     results_path = Path(settings["results"])
-    if not results_path.exists():
+    # pytest ends with 0 or 1 (cases failed); anything else (killed by a signal, an internal
+    # error) means the suite did not finish, and a results file may have come from elsewhere.
+    if log.returncode not in (0, 1) or not results_path.exists():
         raise RuntimeError(f"the grading suite did not finish:\n{log.stdout[-3000:]}")
     return json.loads(results_path.read_text())
 

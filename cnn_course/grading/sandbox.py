@@ -2,11 +2,12 @@
 
 Each case is a process forked by the ``_child.py`` server, in a new session (its own
 process group) with limits on CPU time, address space, file size and process count, and one
-BLAS thread. Started as root, it drops to the unprivileged user ``nobody`` before the
-exercise code runs, in a private directory that belongs to it. Afterwards its process group
-is killed, and so is every other process descended from the grader: the grader is a *child
-subreaper*, so a process that detaches itself (double fork, ``setsid``) is re-parented to
-the grader and found.
+BLAS thread, and an audit hook that refuses the library, other programs and ``ctypes``
+(``_child.make_guard``). Started as root, it drops to the unprivileged user ``nobody``
+before the exercise code runs, in a private directory that belongs to it. Afterwards its
+process group is killed, and so is every other process descended from the grader: the
+grader is a *child subreaper*, so a process that detaches itself (double fork, ``setsid``)
+is re-parented to the grader and found.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from typing import Any
 from cnn_course.backend import np
 
 CHILD = Path(__file__).with_name("_child.py")
+# What exercise code may not read while it runs: the library (the reference answers) and the
+# instructor solutions. Any other file the unprivileged user can read is no secret.
+PROTECTED = (
+    str(Path(__file__).resolve().parents[1]),
+    str(Path(__file__).resolve().parents[2] / "exercises" / "solutions"),
+)
+BANNED_EXIT = 86  # _child.BANNED_EXIT: the case's audit hook refused something
 NOBODY = 65534
 PR_SET_CHILD_SUBREAPER = 36
 MAX_FILE_BYTES = 64 * 2**20  # largest file the child may write, and the parent will read
@@ -159,6 +167,10 @@ def _read_npz(path: Path) -> dict:
     if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
         raise ValueError(f"{path.name} is not a regular file of a sane size")
     with np.load(path, allow_pickle=False) as data:
+        # A compressed member can unpack to far more than the file holds: bound what it
+        # unpacks to (the sizes the archive declares, which reading it never exceeds).
+        if sum(info.file_size for info in data.zip.infolist()) > MAX_FILE_BYTES:
+            raise ValueError(f"{path.name} unpacks to more than {MAX_FILE_BYTES} bytes")
         return {k: data[k] for k in data.files}
 
 
@@ -251,6 +263,7 @@ def run_case(
         "function": function,
         "cpu_seconds": int(timeout) + 1,
         "memory_bytes": memory_mb * 2**20,
+        "protected": list(PROTECTED),
     }
     start = time.monotonic()
     status, timed_out = server.run(request, timeout)
@@ -262,8 +275,11 @@ def _collect(
     case_dir: Path, status: int | None, timed_out: bool, timeout: float, seconds: float
 ) -> Outcome:
     """Turn what the case left behind into an :class:`Outcome` (once every process is dead)."""
-    if (case_dir / "banned.json").exists():
-        return Outcome("banned import", "imported a module that exercise code may not use")
+    refused = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == BANNED_EXIT
+    if refused or (case_dir / "banned.json").exists():
+        return Outcome(
+            "banned import", "imported a module, read a file or started a program it may not"
+        )
     cpu_limit = status is not None and os.WIFSIGNALED(status)
     if timed_out or (cpu_limit and os.WTERMSIG(status) == signal.SIGXCPU):
         return Outcome("timeout", f"no result within {timeout:g} s", seconds=seconds)

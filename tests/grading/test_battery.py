@@ -8,6 +8,7 @@ case 4 stride 3, 1x1 kernel, bias, float64. Each case is worth 2 of conv2d's 10 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from cnn_course.grading import cli, sandbox
+from cnn_course.grading.manifest import REPOSITORY
+from cnn_course.grading.runner import grade
 from tests.grading.conftest import SEED, build_submission, by_id, checks, variant
 
 OUT_SIZE = "(h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1"
@@ -182,6 +185,46 @@ ROUTES = {
         "_load = getattr(np, '_' + '_builtins__')['_' + '_import__']\n"
         "F = _load('cnn' + '_course.functional', fromlist=['x'])\n"
     ),
+    # A finder on sys.meta_path can be taken out by the code it guards; an audit hook cannot.
+    "guard taken off sys.meta_path, importlib from sys.modules": (
+        "import os\n"
+        "finders = os.sys.meta_path\n"
+        "finders[:] = [f for f in finders if 'Guard' not in type(f).__name__]\n"
+        "F = os.sys.modules['importlib'].import_module('cnn' + '_course.functional')\n"
+    ),
+    "the library's source read as text": (
+        f"SOURCE = open({str(REPOSITORY)!r} + '/cnn' + '_course/ops/conv.py').read()\n"
+    ),
+    "the library reached through a directory descriptor": (
+        "import os\n"
+        f"top = os.open({str(REPOSITORY.parent)!r}, os.O_RDONLY)\n"
+        f"name = {REPOSITORY.name!r} + '/cnn' + '_course/ops/conv.py'\n"
+        "SOURCE = os.read(os.open(name, os.O_RDONLY, dir_fd=top), 99)\n"
+    ),
+    # Relative to a descriptor of /tmp the path names the library; relative to the working
+    # directory, where a check on the path alone would look, it names nothing.
+    "the library reached through a descriptor of another directory": (
+        "import os\n"
+        "top = os.open('/tmp', os.O_RDONLY)\n"
+        f"name = '..' + {str(REPOSITORY)!r} + '/cnn' + '_course/ops/conv.py'\n"
+        "SOURCE = os.read(os.open(name, os.O_RDONLY, dir_fd=top), 99)\n"
+    ),
+    "another program": "import os\nos.system('python3 -c \"import cnn' + '_course\"')\n",
+    "a program started below subprocess": "import _posixsubprocess\n",
+    "ctypes reached through numpy": "import numpy as np\nLIBC = np.ctypeslib.ctypes.CDLL(None)\n",
+    # The guard may rely on nothing the code it guards can rebind.
+    "the guard's helpers rebound": (
+        "import os\n"
+        "os.path.realpath = lambda path: '/nowhere'\n"
+        "harness = os.sys.modules['_' + '_main__']\n"
+        "harness.BLOCKED, harness.REFUSED_EVENTS, harness.BANNED_EXIT = (), (), 0\n"
+        "F = os.sys.modules['importlib'].import_module('cnn' + '_course.functional')\n"
+    ),
+    "the guard searched for among the objects": (
+        "import os\n"
+        "gc = os.sys.modules['importlib'].import_module('gc')\n"
+        "HOOKS = [o for o in gc.get_objects() if 'Guard' in repr(o)]\n"
+    ),
 }
 
 
@@ -191,6 +234,130 @@ def test_importing_the_library_is_refused(grade_with, route):
     report = grade_with({"conv_output_size": code}, ["conv_output_size"])
     assert checks(report, "conv_output_size") == ["banned import"] * 4
     assert report["total"] == 0
+
+
+def test_result_files_that_unpack_to_more_than_the_limit_are_refused(grade_with):
+    """The case's directory is the exercise code's to write in: a compressed ``outputs.npz``
+    declaring far more than the file holds must not be unpacked by the grader."""
+    bomb = (
+        "import os\n"
+        "import numpy as np\n\n"
+        "def relu_backward(grad_out, x):\n"
+        "    case_dir = os.sys._getframe(1).f_locals['case_dir']\n"
+        "    out = os.path.join(case_dir, 'outputs.npz')\n"
+        "    np.savez_compressed(out, out=np.zeros(12_000_000))\n"
+        "    np.savez(os.path.join(case_dir, 'inputs_after.npz'), arg0=grad_out, arg1=x)\n"
+        "    with open(os.path.join(case_dir, 'result.json'), 'w') as fh:\n"
+        '        fh.write(\'{"status": "ok", "result": {"kind": "ndarray", "key": "out"}}\')\n'
+        "    os._exit(0)\n"
+    )
+    report = grade_with({"relu_backward": bomb}, ["relu_backward"])
+    assert checks(report, "relu_backward") == ["crashed", "crashed"]
+    assert "unreadable result" in by_id(report)["relu_backward"]["cases"][0]["message"]
+
+
+def test_unusual_but_correct_returns_score_full_marks(grade_with):
+    """Fortran order, read-only, non-contiguous and broadcast returns, ``as_strided`` and
+    ``einsum``, and a helper defined in another solution cell of the notebook are all fine."""
+    relu = (
+        "import numpy as np\n\n"
+        "def relu_backward(grad_out, x):\n"
+        "    out = np.asfortranarray(grad_out * (x > 0))\n"
+        "    out.flags.writeable = False\n"
+        "    return out\n\n"
+        "def sigmoid_backward(grad_out, x):\n"
+        "    s = 1 / (1 + np.exp(-x))\n"
+        "    out = np.zeros(x.shape + (2,), x.dtype)\n"
+        "    out[..., 1] = grad_out * s * (1 - s)\n"
+        "    return out[..., 1]\n"
+    )
+    helper = (
+        "from numpy.lib.stride_tricks import as_strided\n\n\n"
+        "def windows(xp, kh, kw, sh, sw, oh, ow):\n"
+        "    n, c = xp.shape[:2]\n"
+        "    s0, s1, s2, s3 = xp.strides\n"
+        "    strides = (s0, s1, s2 * sh, s3 * sw, s2, s3)\n"
+        "    return as_strided(xp, (n, c, oh, ow, kh, kw), strides, writeable=False)\n"
+    )
+    conv = variant(
+        "conv2d",
+        ("    out = np.zeros((n, c_out, oh, ow), dtype=x.dtype)\n", ""),
+        ("    for i in range(kh):\n        for j in range(kw):\n", ""),
+        ("            window = xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]", ""),
+        ("  # (N, C_in, oh, ow)\n", ""),
+        (
+            '            out += np.einsum("nchw,fc->nfhw", window, weight[:, :, i, j])',
+            "    win = windows(xp, kh, kw, sh, sw, oh, ow)\n"
+            '    out = np.einsum("nchwij,fcij->nfhw", win, weight, optimize=True)',
+        ),
+        (RETURN, "\n    return np.broadcast_to(out, out.shape)"),
+    )
+    replacements = {
+        "relu_backward": relu,
+        "conv2d": conv,
+        "conv_output_size": OUTPUT_SIZE + "\n\n" + helper,
+    }
+    exercises = ["conv2d", "conv_output_size", "relu_backward", "sigmoid_backward"]
+    report = grade_with(replacements, exercises)
+    assert [c for e in exercises for c in checks(report, e) if c] == []
+    assert report["total"] == report["max_total"] == 18
+
+
+def test_malformed_notebooks_cost_their_own_exercises_only(grade_with, tmp_path):
+    """A notebook the JSON decoder cannot nest into, a cell source that is not text, cell
+    metadata that is not a table, text that is not Unicode: each is refused as missing; code
+    nested too deeply for the parser is a crash; and the grader carries on."""
+    deep = {"relu_backward": "x = " + "1 + " * 200_000 + "1\n"}
+    submission = build_submission(tmp_path / "submission", deep)
+    (submission / "05_receptive_field.ipynb").write_text("[" * 200_000)
+    bad_cells = [
+        ("08_counting", "source", [1, 2]),
+        ("13_dropout", "metadata", []),
+        ("15_knn", "source", "x = 1  # \ud800\n"),  # a lone surrogate, escaped in the JSON
+    ]
+    for name, key, value in bad_cells:
+        path = submission / f"{name}.ipynb"
+        nb = json.loads(path.read_text())
+        nb["cells"][-1][key] = value
+        path.write_text(json.dumps(nb))
+    broken = ["receptive_field", "conv_cost", "dropout", "knn_predict"]
+    report = cli_grade(submission, [*broken, "relu_backward", "conv_output_size"])
+    assert all(checks(report, e) == ["missing"] * len(checks(report, e)) for e in broken)
+    assert checks(report, "relu_backward") == ["crashed", "crashed"]
+    assert report["total"] == 4
+
+
+def test_test_markers_cannot_hide_a_cell_that_fails(tmp_path):
+    """nbval skips a cell, or accepts its exception, when a tag or a comment says so: in a
+    submission that would report a broken notebook as running top to bottom."""
+    submission = build_submission(tmp_path / "submission", {})
+    path = submission / "05_receptive_field.ipynb"
+    nb = json.loads(path.read_text())
+    failing = [
+        ({"tags": ["raises-exception"]}, "1 / 0"),
+        ({"tags": ["nbval-skip"]}, "1 / 0"),
+        ({}, "# NBVAL_SKIP\n1 / 0"),
+        ({}, "# NBVAL_RAISES_EXCEPTION\n1 / 0"),
+    ]
+    nb["cells"] += [
+        {"cell_type": "code", "metadata": meta, "source": src, "outputs": [],
+         "execution_count": None}
+        for meta, src in failing
+    ]  # fmt: skip
+    path.write_text(json.dumps(nb))
+    report = grade(submission, exercise_ids=["receptive_field"], seed=SEED)
+    assert report["notebooks"]["05_receptive_field.ipynb"]["runs"] is False
+    assert report["total"] == 3
+
+
+def cli_grade(submission: Path, exercises: list[str]) -> dict:
+    """Grade through the command line, as an instructor would, and read the JSON report."""
+    report_file = submission.parent / "report.json"
+    argv = [str(submission), "--seed", str(SEED), "--no-notebooks", "--json", str(report_file)]
+    for e in exercises:
+        argv += ["--exercise", e]
+    assert cli.main(argv) == 0
+    return json.loads(report_file.read_text())
 
 
 def test_numpy_convolve_is_banned_where_the_exercise_is_the_convolution(grade_with):
