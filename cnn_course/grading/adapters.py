@@ -125,3 +125,28 @@ def softmax_regression_step(
     _, grad_weight, grad_bias = F.linear_backward(grad_logits, x, weight, bias)
     new_weight, new_bias = _optimize(optim.SGD, [weight, bias], [(grad_weight, grad_bias)], lr=lr)
     return new_weight, new_bias, float(loss)
+
+
+def _shifted_span(size: int, shift: int) -> tuple[slice, slice]:
+    """``(destination, source)`` slices of one axis moved by ``shift`` pixels with zero fill;
+    both are empty when ``|shift| >= size`` (clipped, so that no slice bound wraps around)."""
+    destination = slice(min(max(shift, 0), size), max(min(size + shift, size), 0))
+    source = slice(min(max(-shift, 0), size), max(min(size - shift, size), 0))
+    return destination, source
+
+
+def _shift(x: Any, dy: int, dx: int) -> Any:
+    """``x`` (..., H, W) with its content moved down ``dy`` and right ``dx`` pixels; the
+    vacated pixels are 0 and the content that leaves the frame is lost."""
+    rows, cols = _shifted_span(x.shape[-2], dy), _shifted_span(x.shape[-1], dx)
+    out = np.zeros_like(x)
+    out[..., rows[0], cols[0]] = x[..., rows[1], cols[1]]
+    return out
+
+
+def shift_equivariance_gap(x: Any, weight: Any, dy: int, dx: int) -> float:
+    """``max |conv2d(shift(x)) - shift(conv2d(x))|`` over the whole output, for a stride-1,
+    same-padded convolution (x (N, C, H, W), weight (F, C, kh, kw), odd kh and kw)."""
+    after = F.conv2d(_shift(x, dy, dx), weight, padding="same")
+    before = _shift(F.conv2d(x, weight, padding="same"), dy, dx)
+    return float(np.max(np.abs(after - before)))

@@ -370,6 +370,37 @@ def bilinear(rng: np.random.Generator, index: int) -> Case:
     return Case((x, size), {"align_corners": bool(index % 3 == 1)})
 
 
+# Chapter 11: a lone pixel whose footprint stays inside the frame before and after the shift
+# (gap exactly 0), random images (a nonzero gap at the borders), a 1 x 1 kernel (no window
+# reaches past the border: gap 0 up to rounding on a random image too). ``signs``: of (dy, dx).
+EQUIVARIANCE_TEMPLATES = [
+    {"image": "pixel", "kernel": (3, 3), "signs": (1, -1)},
+    {"image": "random", "kernel": (3, 3), "signs": (1, 1)},
+    {"image": "random", "kernel": (3, 5), "signs": (-1, 1)},
+    {"image": "random", "kernel": (1, 1), "signs": (0, -1)},
+]
+
+
+def shift_equivariance(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(EQUIVARIANCE_TEMPLATES, index)
+    shift = [sign * int(rng.integers(1, 4)) for sign in t["signs"]]
+    radius = [k // 2 for k in t["kernel"]]
+    # Room for the footprint (radius) around the pixel both before and after the shift.
+    size = [
+        2 * r + abs(d) + 1 + int(rng.integers(0, 5)) for r, d in zip(radius, shift, strict=True)
+    ]
+    n, c, f = int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    weight = _normal(rng, (f, c, *t["kernel"]))
+    if t["image"] == "random":
+        return Case((_normal(rng, (n, c, *size)), weight, *shift))
+    x = np.zeros((n, c, *size))
+    low = [r + max(-d, 0) for r, d in zip(radius, shift, strict=True)]
+    high = [s - r - max(d, 0) for s, r, d in zip(size, radius, shift, strict=True)]
+    row, col = (int(rng.integers(lo, hi)) for lo, hi in zip(low, high, strict=True))
+    x[int(rng.integers(0, n)), int(rng.integers(0, c)), row, col] = rng.uniform(1, 2)
+    return Case((x, weight, *shift))
+
+
 GENERATORS: dict[str, Callable[[np.random.Generator, int], Case]] = {
     "conv2d": conv2d,
     "conv2d_backward": conv2d_backward,
@@ -397,6 +428,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator, int], Case]] = {
     "bottleneck_params": bottleneck_params,
     "init_bound": init_bound,
     "softmax_regression_step": softmax_regression_step,
+    "shift_equivariance": shift_equivariance,
 }
 
 

@@ -39,14 +39,14 @@ def test_solutions_score_full_marks(tmp_path):
     failed = [(r["id"], c["message"]) for r in report["exercises"] for c in r["cases"]]
     failed = [f for f in failed if f[1]]
     assert failed == []
-    assert report["total"] == report["max_total"] == sum(e.points for e in MANIFEST) == 149
-    assert "## Exercise score: 149 / 149" in table.read_text()
+    assert report["total"] == report["max_total"] == sum(e.points for e in MANIFEST) == 153
+    assert "## Exercise score: 153 / 153" in table.read_text()
 
 
 def test_untouched_stubs_score_zero(copy_of_exercises):
     report = grade(copy_of_exercises, seed=SEED, run_notebooks=False)
     assert report["total"] == 0
-    assert report["max_total"] == 149
+    assert report["max_total"] == 153
     for row in report["exercises"]:
         assert checks(report, row["id"]) == ["raised"] * len(row["cases"]), row
         assert "NotImplementedError" in row["cases"][0]["message"]
