@@ -124,3 +124,24 @@ def test_every_manifest_generator_exists_and_is_reproducible():
             assert a.describe() == b.describe()
             for x, y in zip(a.args, b.args, strict=True):
                 assert not isinstance(x, np.ndarray) or np.array_equal(x, y)
+
+
+def test_the_runtime_guard_blocks_every_package_the_syntax_check_bans():
+    """The sandboxed child cannot import the package, so it keeps its own list of blocked
+    packages; every package the syntax check bans for being a library (not a stdlib module
+    such as importlib or sys) must be blocked at run time too."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    from cnn_course.grading import policy
+
+    source = (Path(policy.__file__).parent / "_child.py").read_text()
+    assigned = next(
+        node.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "BLOCKED"
+    )
+    blocked = set(ast.literal_eval(assigned))
+    libraries = {m for m in policy.BANNED_MODULES if m not in sys.stdlib_module_names}
+    assert libraries <= blocked, sorted(libraries - blocked)
