@@ -11,8 +11,8 @@ LeNet's layers; float32) it times ``conv2d`` forward and backward against
 (c) the naive loop definition ``conv2d_naive``, on a small batch of the small shapes.
 
 A depthwise layer (one 3x3 filter per channel, stride 1) runs the direct path of ``conv2d``
-(no columns, no GEMM), so its "GEMM" column, the batch of one-row matrix products the
-im2col path would run, is only a reference and not held to the GEMM target.
+on a CPU (no columns, no GEMM), so its "GEMM" column, the batch of one-row matrix products the
+im2col path would run, is only a reference and not held to the GEMM target there.
 
 Then max and average pooling forward and backward against PyTorch. PyTorch's max-pooling
 backward receives the indices its forward saved; ours by default recomputes them from ``x``
@@ -21,26 +21,35 @@ table therefore shows both of ours (from ``x``, and from the forward's ``indices
 PyTorch's backward, and forward+backward as each library runs it in training; the DESIGN
 target compares like with like (forward, backward from indices, forward+backward).
 
+With ``--backend cupy`` the same tables compare CuPy with PyTorch CUDA (cuDNN) in full
+float32: TF32, which cuDNN uses for float32 convolutions by default, is turned off. The
+DESIGN targets were set for the CPU; on a GPU they are printed for reference. There, small
+layers are bound by kernel launches (each CuPy call costs several microseconds on the host,
+a cuDNN convolution is one launch) and large ones by the im2col gather, which moves kh*kw
+times the input through memory while the GEMM itself takes only tens of microseconds.
+
 Last, a LeNet training epoch (``bench_lenet_epoch``), ours against the same model in
 PyTorch. Every time is the best of several runs after a warm-up, and every ratio compares
 times measured in the same run. ``--json FILE`` writes all of it (the book's chapters on
 im2col and on FLOPs display it).
 
-Why LeNet C3 (5x5, 6->16 channels, 14x14) sits at the 1.3x GEMM limit (1.28x to 1.52x
-from run to run, single-threaded): its column matrix has 150 rows but only 16 filters use
-it, so the GEMM does just 32 flops per column value the gather writes. Measured on one
-core: the per-sample GEMMs take about 0.30 ms (less than the 0.39 ms plain GEMM, whose
-narrow side of 16 is its worst shape), gathering the 64 x 150 x 100 columns about 0.27 ms,
-70% of the plain GEMM, and most of that is the first, column-shift copy, whose runs are only
-W_out = 10 values long. Every other gather measured was slower: one strided copy; the
-whole batch at once; cache-sized tiles from 64 KiB to 2 MiB (no consistent difference);
-a reused buffer; one fancy-index ``take`` from precomputed flat indices (0.53 ms for the
-take alone); the windows copied once in the (N*L, C*kh*kw) order of the plain GEMM (runs
-of kw values, 1.35 ms in all); and no second copy at all, five GEMMs over the kernel rows
-(K = 30 each) reading the column-shifted copy in place as strided matrices (0.56 ms against
-0.58 ms: within the noise, the narrower GEMMs lose what the copy saves). Only a design
-without columns (a direct or Winograd kernel in compiled code, as in oneDNN) avoids that
-copy.
+Why LeNet C3 (5x5, 6->16 channels, 14x14) misses the 1.3x GEMM limit on a CPU (1.28x to
+1.52x from run to run, single-threaded): its column matrix has 150 rows but only 16 filters
+use it, so the GEMM does just 32 flops per column value the gather writes. Measured on one
+core: the per-sample GEMMs take about 0.30 ms (near the core's peak, and less than the
+0.39 ms plain GEMM, whose narrow side of 16 is its worst shape); the gather about 0.25 ms:
+0.14 ms for the first, column-shift copy (26,880 runs of W_out = 10 values, about 5 ns per
+run, NumPy's cost per inner loop) and 0.11 ms for the second (runs of 100). Every other
+gather measured was slower: one strided copy; the whole batch at once, with one wide GEMM
+(16 x 150) @ (150 x 6400) (0.42 ms for that GEMM alone); cache-sized tiles from 64 KiB to
+2 MiB (no consistent difference); a reused buffer; one fancy-index ``take`` from precomputed
+flat indices (0.53 ms for the take alone); the windows copied once in the (N*L, C*kh*kw)
+order of the plain GEMM (runs of kw values, 1.35 ms in all); output rows of the padded
+width, one copy with runs of 136 values (0.13 ms) but 36% more GEMM columns; and no second
+copy at all, five GEMMs over the kernel rows (K = 30 each) reading the column-shifted copy
+in place as strided matrices (0.56 ms against 0.58 ms: within the noise, the narrower GEMMs
+lose what the copy saves). Only a design without columns (a direct or Winograd kernel in
+compiled code, as in oneDNN) avoids that copy.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ import numpy as np
 
 from cnn_course import functional as F
 from cnn_course import zoo
-from cnn_course.backend import to_numpy
+from cnn_course.backend import get_backend, to_numpy
 from cnn_course.data import batches, load_digits
 from cnn_course.ops.conv import conv2d, conv2d_backward, conv2d_naive, conv2d_workspace_bytes
 from cnn_course.optim import Adam
@@ -136,6 +145,11 @@ class _Backend:
             self.torch.set_num_threads(threads)
             if self.device == "cuda" and not self.torch.cuda.is_available():
                 self.torch, self.torch_note = None, "PyTorch has no CUDA device here"
+            elif self.device == "cuda":
+                _full_float32(self.torch)
+                self.torch_note = (
+                    "PyTorch CUDA in full float32 (TF32 off), the precision CuPy computes in"
+                )
 
     def sync(self) -> None:
         if self.name == "cupy":
@@ -150,6 +164,13 @@ class _Backend:
         if self.name == "numpy":
             return self.torch.from_numpy(a)
         return self.torch.as_tensor(a, device="cuda")
+
+
+def _full_float32(torch: Any) -> None:
+    """Turn off TF32 (10-bit mantissa products), which cuDNN uses for float32 convolutions by
+    default: CuPy's matmul rounds as float32 does, and ratios must compare equal precision."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _import_torch() -> tuple[Any, str]:
@@ -250,7 +271,10 @@ def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, 
         },
         "gemm_shape": [n * oh * ow, c * k * k, f],
         # conv2d's path: a depthwise layer with stride 1 runs without columns or GEMM
-        "path": "direct" if groups == c == f and stride == 1 else "im2col",
+        # the direct depthwise path is the CPU's; on a GPU every layer runs im2col + GEMM
+        "path": "direct"
+        if groups == c == f and stride == 1 and backend.name == "numpy"
+        else "im2col",
         "times_s": times,
         "ratios": {
             "forward_vs_gemm": _ratio(times["forward"], times["gemm"]),
@@ -422,12 +446,13 @@ def _time_epoch(step: Any, batch_list: list[tuple[Any, Any]]) -> float:
 def bench_lenet_epoch(
     batch_size: int = 64, seed: int = 0, train_size: int | None = None
 ) -> dict[str, Any]:
-    """Time one training epoch (Adam) of LeNet-5: ours, and the same model in PyTorch CPU.
+    """Time one training epoch (Adam) of LeNet-5: ours, and the same model in PyTorch, on
+    the current backend's device (NumPy: PyTorch CPU; CuPy: PyTorch CUDA).
 
     The epoch covers the 4,000 training digits, or a stratified subset of ``train_size``,
     in the same batches for both. Returns ``ours_s``, ``torch_s`` (``None`` when PyTorch is
-    not installed), ``ratio`` (ours / torch), ``images``, ``batch_size`` and ``threads``
-    (PyTorch is given as many threads as NumPy's BLAS uses).
+    not installed), ``ratio`` (ours / torch), ``images``, ``batch_size``, ``device`` and
+    ``threads`` (on the CPU, PyTorch is given as many threads as NumPy's BLAS uses).
     """
     data = subset(load_digits("mnist5k", seed=0), train_size, None)
     batch_list = list(batches(data.x_train, data.y_train, batch_size, seed=seed))
@@ -442,16 +467,21 @@ def bench_lenet_epoch(
         return logits
 
     threads = _numpy_blas_threads()
+    device = "cpu" if get_backend() == "numpy" else "cuda"
     result = {"ours_s": _time_epoch(ours_step, batch_list), "torch_s": None, "ratio": None}
-    result.update(images=int(data.x_train.shape[0]), batch_size=batch_size, threads=threads)
+    result.update(
+        images=int(data.x_train.shape[0]), batch_size=batch_size, device=device, threads=threads
+    )
     try:
         import torch
     except ImportError:
         return result
     if threads:
         torch.set_num_threads(threads)
+    if device == "cuda":
+        _full_float32(torch)
     torch.manual_seed(seed)
-    tmodel = _torch_lenet(torch)
+    tmodel = _torch_lenet(torch).to(device)
     topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
 
     def torch_step(xb: Any, yb: Any) -> Any:
@@ -462,7 +492,8 @@ def bench_lenet_epoch(
         return loss.detach()
 
     tensors = [
-        (torch.from_numpy(to_numpy(xb)), torch.from_numpy(to_numpy(yb))) for xb, yb in batch_list
+        (torch.as_tensor(to_numpy(xb), device=device), torch.as_tensor(to_numpy(yb), device=device))
+        for xb, yb in batch_list
     ]
     result["torch_s"] = _time_epoch(torch_step, tensors)
     result["ratio"] = result["ours_s"] / result["torch_s"]
@@ -650,8 +681,11 @@ def _print_report(report: dict[str, Any]) -> None:
             f"\nLeNet training epoch: ours {lenet.get('ours_s', float('nan')):.2f} s, PyTorch "
             f"{lenet.get('torch_s', float('nan')):.2f} s, ratio {_fmt_r(lenet.get('ratio'))}"
         )
+    cpu_only = (
+        "" if report["meta"]["backend"] == "numpy" else " (set for the CPU; shown for reference)"
+    )
     _print_table(
-        "DESIGN targets",
+        "DESIGN targets" + cpu_only,
         ["target", "value", "limit", "met"],
         [
             [

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cnn_course._checks import positive_pair, require_array, require_float, require_same_backend
-from cnn_course.backend import array_module
+from cnn_course.backend import array_module, np, to_numpy
 
 __all__ = [
     "box_area",
@@ -346,7 +346,9 @@ def average_precision(scores: Any, labels: Any, num_positives: int | None = None
     """
     precision, recall = precision_recall(scores, labels, num_positives)
     xp = array_module(precision)
-    envelope = xp.maximum.accumulate(precision[::-1])[::-1]
+    # CuPy has no ufunc.accumulate; the ranking is short, so the running maximum is taken on
+    # the host (one value per detection).
+    envelope = xp.asarray(np.maximum.accumulate(to_numpy(precision)[::-1])[::-1])
     steps = xp.diff(recall, prepend=0.0)
     return (steps * envelope).sum()
 

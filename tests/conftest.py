@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from cnn_course.backend import cupy_problem
+from cnn_course.backend import cupy_problem, use_backend
 
 settings.register_profile(
     "course",
@@ -48,10 +48,9 @@ def xp(request: pytest.FixtureRequest):
         problem = cupy_problem()
         if problem:
             pytest.skip(f"CuPy backend unavailable: {problem}")
-        import cupy
-
-        return cupy
-    return np
+    # New arrays (layer parameters, running statistics) are made on the backend under test.
+    with use_backend(request.param) as module:
+        yield module
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import cnn_course.functional as F
 from cnn_course import nn, zoo
-from cnn_course.backend import to_numpy
+from cnn_course.backend import array_module, to_numpy
 from cnn_course.gradcheck import check_gradients
 
 # ------------------------------------------------------------------------------ helpers
@@ -69,8 +69,9 @@ def check_module_gradients(layer: nn.Module, x, rng, eps: float = 1e-6) -> None:
     concatenations is piecewise linear in its input and in each single parameter, so its
     centred difference has no truncation error: the blocks use a step of 1e-5, which keeps
     entries down to ~1e-4 measurable. (A step of 1e-4 already crosses ReLU6 kinks.)"""
+    xp = array_module(x)
     layer.to("float64")
-    layer.forward(x + rng.standard_normal(x.shape))
+    layer.forward(x + xp.asarray(rng.standard_normal(x.shape)))
     layer.eval()
     params = list(layer.parameters())
     arrays = [p.data.copy() for p in params]
@@ -80,7 +81,7 @@ def check_module_gradients(layer: nn.Module, x, rng, eps: float = 1e-6) -> None:
             p.data = a
         return layer.forward(x_)
 
-    grad_out = rng.standard_normal(f(x, *arrays).shape)
+    grad_out = xp.asarray(rng.standard_normal(f(x, *arrays).shape))
     _, grad_x, grads = run(layer, x, grad_out)
     names = ["x"] + [n for n, _ in layer.named_parameters()]
     check_gradients(f, [x, *arrays], [grad_x, *grads], grad_out, names, eps=eps)

@@ -13,10 +13,14 @@ tiles let each GEMM read columns that were just written (``conv2d_workspace_byte
 reports the sizes).
 
 A depthwise layer (``groups == C_in == C_out``, one filter per channel, as in MobileNet)
-would run C one-row GEMMs over columns kh*kw times the size of its input. Its backward, and
-its forward with stride 1, instead take the direct path (``_Taps``): a sum over the kh*kw
-kernel offsets of shifted input planes times per-channel weights, vectorised over N, C and
-the positions.
+would run C one-row GEMMs over columns kh*kw times the size of its input. On a CPU its
+backward, and its forward with stride 1, instead take the direct path (``_Taps``): a sum over
+the kh*kw kernel offsets of shifted input planes times per-channel weights, vectorised over
+N, C and the positions.
+
+On a GPU (CuPy arrays) the same design runs with other sizes: one GEMM per batch chunk (a GPU
+wants few, wide GEMMs; it has no cache for tiles to stay in), and im2col and col2im each one
+elementwise kernel (``_gpu_kernels``) instead of a chain of copies and shifted adds.
 
 Shapes: input ``(N, C, H, W)``; weight ``(C_out, C/groups, kh, kw)`` (PyTorch's layout);
 output ``(N, C_out, H_out, W_out)`` with ``H_out = floor((H + 2p - d(kh-1) - 1) / s) + 1``.
@@ -25,6 +29,7 @@ output ``(N, C_out, H_out, W_out)`` with ``H_out = floor((H + 2p - d(kh-1) - 1) 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterator, Sequence
@@ -37,7 +42,7 @@ from cnn_course._checks import (
     require_grad_out,
     require_same_backend,
 )
-from cnn_course.backend import array_module
+from cnn_course.backend import array_module, is_cupy_array
 
 __all__ = [
     "conv_output_size",
@@ -139,18 +144,19 @@ def _out_hw(hw: Sequence[int], kernel: tuple[int, int], stride, pads: Pads, dila
 # --------------------------------------------------------------------------- windows
 
 
-def _pad(x: Array, pads: Pads) -> Array:
-    """``x`` with zero padding on its last two axes (no copy when there is none).
+def _pad(x: Array, pads: Pads, fill: float = 0.0) -> Array:
+    """``x`` padded with ``fill`` on its last two axes (no copy when there is no padding).
 
-    Written as zeros + one slice assignment: ``xp.pad`` costs ten times more per call,
-    which matters for small layers.
+    Written as one allocation + one slice assignment: ``xp.pad`` costs ten times more per
+    call on a CPU and twice as much on a GPU, which matters for small layers.
     """
     (top, bottom), (left, right) = pads
     if not (top or bottom or left or right):
         return x
     xp = array_module(x)
     h, w = x.shape[-2:]
-    out = xp.zeros((*x.shape[:-2], h + top + bottom, w + left + right), dtype=x.dtype)
+    shape = (*x.shape[:-2], h + top + bottom, w + left + right)
+    out = xp.full(shape, fill, dtype=x.dtype) if fill else xp.zeros(shape, dtype=x.dtype)
     out[..., top : top + h, left : left + w] = x
     return out
 
@@ -165,18 +171,22 @@ def _windows(xpad: Array, kernel, stride, dilation, out_hw, order: str) -> Array
     (``kw`` times the input: cheap), and the windows are a view of that array in which, for
     a row stride of 1, each (H_out, W_out) block is one contiguous run. A one-step view of
     ``xpad`` has runs of only W_out values, which copy several times slower when W_out is
-    small.
+    small. On a GPU, where one kernel copies any strides at about the same speed, the view
+    is one-step: the first copy would only add a kernel and its memory traffic.
     """
     xp = array_module(xpad)
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
     a, b, hp, _ = xpad.shape
     s_a, s_b, s_h, s_w = xpad.strides
-    shifted = xp.ascontiguousarray(
-        xp.lib.stride_tricks.as_strided(
-            xpad, shape=(a, b, kw, hp, ow), strides=(s_a, s_b, s_w * dw, s_h, s_w * sw)
+    if is_cupy_array(xpad):
+        source, (t_a, t_b, t_j, t_h, t_w) = xpad, (s_a, s_b, s_w * dw, s_h, s_w * sw)
+    else:
+        source = xp.ascontiguousarray(
+            xp.lib.stride_tricks.as_strided(
+                xpad, shape=(a, b, kw, hp, ow), strides=(s_a, s_b, s_w * dw, s_h, s_w * sw)
+            )
         )
-    )
-    t_a, t_b, t_j, t_h, t_w = shifted.strides
+        t_a, t_b, t_j, t_h, t_w = source.strides
     axes = {
         "a": (a, t_a),
         "b": (b, t_b),
@@ -186,7 +196,7 @@ def _windows(xpad: Array, kernel, stride, dilation, out_hw, order: str) -> Array
         "w": (ow, t_w),
     }
     shape, strides = zip(*(axes[k] for k in order), strict=True)
-    return xp.lib.stride_tricks.as_strided(shifted, shape=shape, strides=strides)
+    return xp.lib.stride_tricks.as_strided(source, shape=shape, strides=strides)
 
 
 def _add_windows(target: Array, cols: Array, kernel, stride, dilation, out_hw) -> Array:
@@ -317,16 +327,19 @@ class _Geometry(NamedTuple):
 _CACHE_CHUNK_BYTES = 2 * 2**20
 
 
-def _per_sample(positions: int, out_channels: int) -> bool:
+def _per_sample(positions: int, out_channels: int, x: Array) -> bool:
     """Whether to run one GEMM per sample, (F, C*kh*kw) @ (C*kh*kw, L), rather than one per
     chunk, (F, C*kh*kw) @ (C*kh*kw, nb*L).
 
-    BLAS is slow when a matrix side is narrow. Per sample, the narrow side is min(F, L); so
-    when L >= F batching would not widen it, and per-sample GEMMs write NCHW directly
-    (no output transpose) from cache-sized tiles. When L < F (late, small feature maps),
-    one GEMM over the batch widens the narrow side N-fold.
+    On a CPU, BLAS is slow when a matrix side is narrow. Per sample, the narrow side is
+    min(F, L); so when L >= F batching would not widen it, and per-sample GEMMs write NCHW
+    directly (no output transpose) from cache-sized tiles. When L < F (late, small feature
+    maps), one GEMM over the batch widens the narrow side N-fold.
+
+    On a GPU (``x`` a CuPy array) always one GEMM per chunk: every tile would cost kernel
+    launches, and a GPU has no cache of the tiles' size to keep them in.
     """
-    return positions >= out_channels
+    return positions >= out_channels and not is_cupy_array(x)
 
 
 def _batch_chunks(n: int, bytes_per_sample: int, cache_sized: bool = False) -> list[slice]:
@@ -346,9 +359,72 @@ def _batch_columns(x: Array, geo: _Geometry, out_hw) -> Array:
     """The windows of ``x`` (nb, C, H, W) as one matrix per group, (G, C/G*kh*kw, nb*L),
     gathered with one contiguous copy (batch after the kernel axes)."""
     xp = array_module(x)
-    view = _windows(_pad(x, geo.pads), geo.kernel, geo.stride, geo.dilation, out_hw, "bijahw")
     rows = x.shape[1] // geo.groups * geo.kernel[0] * geo.kernel[1]
+    if is_cupy_array(x):
+        cols = xp.empty((geo.groups, rows, x.shape[0] * out_hw[0] * out_hw[1]), dtype=x.dtype)
+        im2col_kernel = _gpu_kernels(xp)[0]
+        im2col_kernel(_flat(x), *_gpu_geometry(x.shape, geo, out_hw), cols.reshape(-1))
+        return cols
+    view = _windows(_pad(x, geo.pads), geo.kernel, geo.stride, geo.dilation, out_hw, "bijahw")
     return xp.ascontiguousarray(view).reshape(geo.groups, rows, -1)
+
+
+# On a GPU, im2col and col2im in batch-last layout, columns (C, kh, kw, nb, H_out, W_out), are
+# one kernel each: one thread per column entry (im2col), or per input value (col2im, which
+# sums the entries that read it, so overlapping windows need no atomic adds). Padding is an
+# index test instead of a padded copy. Integer division bounds these kernels, so each thread
+# unravels its index with one division per axis, in 32 bits (64-bit division costs several
+# times more): a batch chunk's columns stay far below 2**31 entries (COLUMN_BUDGET_BYTES),
+# and so does its input.
+_GPU_GEOMETRY = (
+    "int32 C, int32 H, int32 W, int32 NB, int32 OH, int32 OW, int32 KH, int32 KW, "
+    "int32 SH, int32 SW, int32 PT, int32 PL, int32 DH, int32 DW"
+)
+_GPU_IM2COL = """
+const int k = (int)i, t1 = k / OW, t2 = t1 / OH, t3 = t2 / NB, t4 = t3 / KW, c = t4 / KH;
+const int ow = k - t1 * OW, oh = t1 - t2 * OH, n = t2 - t3 * NB;
+const int kj = t3 - t4 * KW, ki = t4 - c * KH;
+const int y = oh * SH - PT + ki * DH, v = ow * SW - PL + kj * DW;
+cols = (y >= 0 && y < H && v >= 0 && v < W) ? x[((n * C + c) * H + y) * W + v] : (T)0;
+"""
+_GPU_COL2IM = """
+const int k = (int)i, t1 = k / W, t2 = t1 / H, n = t2 / C;
+const int v = k - t1 * W, y = t1 - t2 * H, c = t2 - n * C;
+T sum = 0;
+for (int ki = 0; ki < KH; ++ki) {
+    const int ty = y + PT - ki * DH;
+    if (ty < 0 || ty % SH != 0 || ty / SH >= OH) continue;
+    for (int kj = 0; kj < KW; ++kj) {
+        const int tv = v + PL - kj * DW;
+        if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
+        sum += cols[((((c * KH + ki) * KW + kj) * NB + n) * OH + ty / SH) * OW + tv / SW];
+    }
+}
+x = sum;
+"""
+
+
+@functools.cache
+def _gpu_kernels(xp: Any) -> tuple[Any, Any]:
+    """The (im2col, col2im) elementwise kernels of CuPy module ``xp``, compiled once."""
+    return (
+        xp.ElementwiseKernel("raw T x, " + _GPU_GEOMETRY, "T cols", _GPU_IM2COL, "im2col"),
+        xp.ElementwiseKernel("raw T cols, " + _GPU_GEOMETRY, "T x", _GPU_COL2IM, "col2im"),
+    )
+
+
+def _flat(a: Array) -> Array:
+    """``a`` as a contiguous 1-D array: the kernels index it with one flat offset, where an
+    n-d raw array would have its offset unravelled over the axes in every thread."""
+    return array_module(a).ascontiguousarray(a).reshape(-1)
+
+
+def _gpu_geometry(x_shape: Sequence[int], geo: _Geometry, out_hw) -> tuple[int, ...]:
+    """The integer arguments of the GPU kernels, in ``_GPU_GEOMETRY`` order."""
+    nb, c, h, w = x_shape
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
+    (top, _), (left, _) = geo.pads
+    return (c, h, w, nb, *out_hw, kh, kw, sh, sw, top, left, dh, dw)
 
 
 def _grad_matrix(grad_out: Array, groups: int) -> Array:
@@ -417,13 +493,13 @@ def _forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
     """Cross-correlation without bias: (N, C, H, W) -> (N, F, *out_hw), by im2col + GEMM
     (depthwise layers with stride 1: directly; with a larger stride, splitting the stride
     phases costs as much as the im2col gather saves)."""
-    if _depthwise(geo, x.shape[1], weight.shape[0]) and geo.stride == (1, 1):
+    if _depthwise(geo, x.shape[1], weight.shape[0], x) and geo.stride == (1, 1):
         return _depthwise_forward(x, weight, geo, out_hw)
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], geo.groups
     w3 = weight.reshape(g, f // g, -1)
     out = xp.empty((n, f, *out_hw), dtype=x.dtype)
-    if _per_sample(out_hw[0] * out_hw[1], f):
+    if _per_sample(out_hw[0] * out_hw[1], f, x):
         for samples, rows, cols in _column_tiles(x, geo, out_hw):
             target = out[samples, :, rows].reshape(len(cols), g, f // g, -1)
             xp.matmul(w3, cols, out=target)  # writes NCHW in place
@@ -436,12 +512,12 @@ def _forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
 
 def _weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Array:
     """d(sum(grad_out * conv(x, w)))/dw: grad_out (N, F, OH, OW), x (N, C, H, W)."""
-    if _depthwise(geo, x.shape[1], weight_shape[0]):
+    if _depthwise(geo, x.shape[1], weight_shape[0], x):
         return _depthwise_weight_grad(grad_out, x, geo, weight_shape)
     xp = array_module(grad_out, x)
     f, g, out_hw = weight_shape[0], geo.groups, grad_out.shape[2:]
     grad_w = xp.zeros((g, f // g, math.prod(weight_shape[1:])), dtype=x.dtype)
-    if _per_sample(out_hw[0] * out_hw[1], f):  # sum over samples of grad_out[n] @ cols[n]^T
+    if _per_sample(out_hw[0] * out_hw[1], f, x):  # sum over samples of grad_out[n] @ cols[n]^T
         for samples, rows, cols in _column_tiles(x, geo, out_hw):
             part = grad_out[samples, :, rows].reshape(len(cols), g, f // g, -1)
             grad_w += xp.matmul(part, cols.transpose(0, 1, 3, 2)).sum(axis=0)
@@ -454,7 +530,7 @@ def _weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Arr
 
 def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Array:
     """d(sum(grad_out * conv(x, w)))/dx: GEMM with the transposed weights, then col2im."""
-    if _depthwise(geo, x_shape[1], weight.shape[0]):
+    if _depthwise(geo, x_shape[1], weight.shape[0], grad_out):
         return _depthwise_input_grad(grad_out, weight, geo, x_shape)
     xp = array_module(grad_out, weight)
     n, c, h, w = x_shape
@@ -464,7 +540,7 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
     w_t = weight.reshape(g, f // g, -1).transpose(0, 2, 1)
     grad_x = xp.empty(x_shape, dtype=grad_out.dtype)
     padded_hw = _padded_hw((h, w), geo)
-    batch_last = not _per_sample(positions, f)
+    batch_last = not _per_sample(positions, f, grad_out)
     per_sample_bytes = _column_bytes(x_shape, geo, out_hw, grad_out.itemsize)
     for chunk in _batch_chunks(n, per_sample_bytes, not batch_last):
         part = grad_out[chunk]
@@ -472,6 +548,12 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
         if not batch_last and _pointwise(geo):  # the column gradient is the input gradient
             out = grad_x[chunk].reshape(nb, g, c // g, positions)
             xp.matmul(w_t, part.reshape(nb, g, f // g, positions), out=out)
+            continue
+        if batch_last and is_cupy_array(part):
+            dcols = xp.matmul(w_t, _grad_matrix(part, g))
+            col2im_kernel = _gpu_kernels(xp)[1]
+            geometry = _gpu_geometry((nb, c, h, w), geo, out_hw)
+            col2im_kernel(_flat(dcols), *geometry, grad_x[chunk].reshape(-1))
             continue
         if batch_last:  # columns (C, kh, kw, nb, OH, OW) fold into (C, nb, Hp, Wp)
             dcols = xp.matmul(w_t, _grad_matrix(part, g))
@@ -494,9 +576,12 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
 _DEPTHWISE_CHUNK_BYTES = 256 * 2**10
 
 
-def _depthwise(geo: _Geometry, in_channels: int, out_channels: int) -> bool:
-    """One filter per input channel (``groups == C_in == C_out``): the direct path applies."""
-    return geo.groups > 1 and geo.groups == in_channels == out_channels
+def _depthwise(geo: _Geometry, in_channels: int, out_channels: int, a: Array) -> bool:
+    """One filter per input channel (``groups == C_in == C_out``) on a CPU: the direct path
+    applies. On a GPU (``a`` a CuPy array) the im2col kernels serve instead: one launch
+    each, where the direct path takes two per kernel offset."""
+    depthwise = geo.groups > 1 and geo.groups == in_channels == out_channels
+    return depthwise and not is_cupy_array(a)
 
 
 class _Taps:
@@ -880,12 +965,14 @@ def conv2d_workspace_bytes(
     column-shifted copy of the chunk they are gathered from (see ``_windows``). A 1x1
     kernel with stride 1 and no padding gathers nothing when GEMMs run per sample. The
     backward pass holds about two whole-chunk column matrices (columns and their gradient).
+    These are the CPU's sizes; on a GPU every layer takes the whole-chunk path, whose peak
+    is the ``peak`` reported here for layers with fewer output positions than filters.
     """
     op = "conv2d_workspace_bytes"
     geo, out_hw = _geometry(op, x_shape[2:], weight_shape[2:], stride, padding, dilation)
     (kernel, pads), (n, c, h, _) = (geo.kernel, geo.pads), x_shape
     per_sample = _column_bytes(x_shape, geo, out_hw, itemsize)
-    by_sample = _per_sample(out_hw[0] * out_hw[1], weight_shape[0])
+    by_sample = out_hw[0] * out_hw[1] >= weight_shape[0]  # as _per_sample on the CPU
     chunk = _batch_chunks(n, per_sample)[0]
     samples = chunk.stop - chunk.start
     shifted = c * kernel[1] * (h + sum(pads[0])) * out_hw[1] * itemsize

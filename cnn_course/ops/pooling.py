@@ -1,10 +1,12 @@
 """Pooling: max, average, Lp, adaptive and global pooling, max unpooling, output sizes.
 
-Every fixed-window pooling here is built on :func:`~cnn_course.ops.conv.im2col`: pad the input
-(with ``-inf`` for max pooling, so padding never wins; with zeros for average pooling), unfold
-every window into a column, reduce each column. Average pooling's backward pass builds the
-column gradient and folds it back with :func:`~cnn_course.ops.conv.col2im`; max pooling's
-scatter-adds each window's gradient onto its arg-max. Both sum where windows overlap, so
+Every fixed-window pooling here is built on the windows of
+:func:`~cnn_course.ops.conv.im2col`: pad the input (with ``-inf`` for max pooling, so padding
+never wins; with zeros for average pooling), unfold every window into a column, reduce each
+column (on a GPU the columns are read in place, as a strided view). Average pooling's
+backward pass builds the column gradient and folds it back with
+:func:`~cnn_course.ops.conv.col2im`; max pooling's scatter-adds each window's gradient onto
+its arg-max. Both sum where windows overlap, so
 overlapping pooling (``kernel_size > stride``, AlexNet's 3x3 stride 2) needs nothing special.
 
 Shapes: input ``(N, C, H, W)``, output ``(N, C, H_out, W_out)`` with ``H_out`` given by
@@ -28,9 +30,9 @@ from cnn_course._checks import (
     require_grad_out,
     require_same_backend,
 )
-from cnn_course.backend import array_module
+from cnn_course.backend import array_module, is_cupy_array, np
 from cnn_course.ops._indexing import scatter_add
-from cnn_course.ops.conv import col2im, im2col
+from cnn_course.ops.conv import _pad, _windows, col2im
 
 __all__ = [
     "pool_output_size",
@@ -231,18 +233,16 @@ def _pads(hw: Sequence[int], win: _Window) -> tuple[tuple[int, int], tuple[int, 
 
 
 def _pool_windows(x: Array, win: _Window, fill: float) -> Array:
-    """Every pooling window of ``x``: array (N, C, kh*kw, H_out, W_out), padded with ``fill``.
+    """Every pooling window of ``x``: array (N, C, kh, kw, H_out, W_out), padded with ``fill``.
 
-    Axis 2 runs over the window in row-major order (unfold's layout), so an arg-max along it
-    is the first maximum in the order PyTorch scans a window.
+    Axes 2 and 3 are the window's rows and columns (unfold's layout), so the first maximum
+    in row-major order over them is the one PyTorch picks. On a CPU the windows are copied
+    into a contiguous array (NumPy reduces contiguous planes several times faster than a
+    strided view); on a GPU they stay a view, which one reduction kernel reads in place.
     """
-    xp = array_module(x)
-    n, c = x.shape[:2]
-    pads = _pads(x.shape[2:], win)
-    if any(pads[0] + pads[1]):
-        x = xp.pad(x, ((0, 0), (0, 0), *pads), constant_values=fill)
-    cols = im2col(x, win.kernel, win.stride, 0, win.dilation)
-    return cols.reshape(n, c, win.kernel[0] * win.kernel[1], *win.out)
+    xpad = _pad(x, _pads(x.shape[2:], win), fill)
+    windows = _windows(xpad, win.kernel, win.stride, win.dilation, win.out, "abijhw")
+    return windows if is_cupy_array(x) else windows.copy()
 
 
 def _padded_size(hw: Sequence[int], win: _Window) -> tuple[int, int]:
@@ -273,21 +273,22 @@ def _fold_windows(cols: Array, shape: Sequence[int], win: _Window) -> Array:
 
 def _first_max(windows: Array) -> tuple[Array, Array]:
     """The maximum of every window and the position of its first maximum (row-major window
-    order, PyTorch's tie rule): windows (N, C, kh*kw, H_out, W_out) -> two (N, C, H_out, W_out).
+    order, PyTorch's tie rule): windows (N, C, kh, kw, H_out, W_out) -> two (N, C, H_out,
+    W_out), the position as ``i * kw + j``.
 
-    ``argmax`` along a middle axis is several times slower than this loop over the kh*kw
-    window positions, in which each step compares whole contiguous planes: ``arg`` counts the
-    leading positions that are still below the maximum. A window holding NaN has a NaN
-    maximum; it is compared with +inf instead, so its first NaN is chosen, as PyTorch does.
+    ``argmax`` along middle axes is several times slower than this loop over the kh*kw
+    window positions, in which each step compares whole planes: ``arg`` counts the leading
+    positions that are still below the maximum. A window holding NaN has a NaN maximum; it
+    is compared with +inf instead, so its first NaN is chosen, as PyTorch does.
     """
     xp = array_module(windows)
-    out = windows.max(axis=2)
+    out = windows.max(axis=(2, 3))
     ref = xp.where(out != out, out.dtype.type(math.inf), out)
-    positions = windows.shape[2]
-    arg = xp.zeros(out.shape, dtype=xp.uint8 if positions <= 256 else xp.int64)
+    kh, kw = windows.shape[2:4]
+    arg = xp.zeros(out.shape, dtype=xp.uint8 if kh * kw <= 256 else xp.int64)
     still = xp.ones(out.shape, dtype=bool)
-    for j in range(positions - 1):
-        still &= windows[:, :, j] < ref
+    for i, j in [(i, j) for i in range(kh) for j in range(kw)][:-1]:
+        still &= windows[:, :, i, j] < ref
         arg += still
     return out, arg
 
@@ -393,7 +394,7 @@ def max_pool2d(
     """
     win = _window("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     if not return_indices:
-        return _pool_windows(x, win, -math.inf).max(axis=2)
+        return _pool_windows(x, win, -math.inf).max(axis=(2, 3))
     out, arg = _first_max(_pool_windows(x, win, -math.inf))
     return out, _window_index(arg, win, x.shape[3], win.padding)
 
@@ -483,22 +484,24 @@ def _avg_divisor(x: Array, win: _Window, count_include_pad: bool) -> Array:
     Per axis, a window starting at ``start = o*s - p`` ends at ``min(start + k, size + p)``:
     a ceil-mode window running past the padded input counts only up to its end. With
     ``count_include_pad`` the padding inside that range counts; without, only input positions.
-    The divisor is the product of the two axes' counts.
+    The divisor is the product of the two axes' counts. It is computed on the host, where
+    these small arrays cost nothing (on a GPU each step would be a kernel launch), and moved
+    to ``x``'s device once.
     """
-    xp = array_module(x)
     counts = []
     axes = zip(x.shape[2:], win.kernel, win.stride, win.padding, win.out, strict=True)
     for size, k, s, p, o in axes:
-        start = xp.arange(o) * s - p
-        end = xp.minimum(start + k, size + p)
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)
         if not count_include_pad:
-            start, end = xp.maximum(start, 0), xp.minimum(end, size)
+            start, end = np.maximum(start, 0), np.minimum(end, size)
         counts.append(end - start)
-    return (counts[0][:, None] * counts[1][None, :]).astype(x.dtype)
+    return array_module(x).asarray(np.outer(counts[0], counts[1]), dtype=x.dtype)
 
 
 def _avg_pool(x: Array, win: _Window, count_include_pad: bool) -> Array:
-    return _pool_windows(x, win, 0.0).sum(axis=2) / _avg_divisor(x, win, count_include_pad)
+    windows = _pool_windows(x, win, 0.0)
+    return windows.sum(axis=(2, 3)) / _avg_divisor(x, win, count_include_pad)
 
 
 def _avg_pool_backward(grad_out: Array, x: Array, win: _Window, count_include_pad: bool) -> Array:
@@ -642,7 +645,7 @@ def lp_pool2d(
     p = _norm_type(norm_type, op)
     win = _window(op, x, kernel_size, stride, 0, 1, ceil_mode)
     if math.isinf(p):
-        return _pool_windows(array_module(x).abs(x), win, -math.inf).max(axis=2)
+        return _pool_windows(array_module(x).abs(x), win, -math.inf).max(axis=(2, 3))
     mean = _avg_pool(x**p, win, True)
     return (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)
 
