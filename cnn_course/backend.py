@@ -132,7 +132,9 @@ def backend_module(name: str | None = None) -> ModuleType:
 
 def is_cupy_array(a: Any) -> bool:
     """True for a ``cupy.ndarray``, without importing CuPy."""
-    return type(a).__module__.split(".")[0] == "cupy"
+    kind = type(a)
+    # every operation asks this several times per call: answer NumPy arrays at once
+    return kind is not np.ndarray and kind.__module__.split(".")[0] == "cupy"
 
 
 def array_module(*arrays: Any) -> ModuleType:

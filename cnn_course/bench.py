@@ -160,6 +160,13 @@ class _Backend:
     def random(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
         return self.xp.asarray(rng.standard_normal(shape, dtype=np.float32))
 
+    def device_name(self) -> str | None:
+        """The GPU's name on CuPy (None on the CPU: ``machine`` describes that)."""
+        if self.name == "numpy":
+            return None
+        name = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+
     def to_torch(self, a: Any) -> Any:
         if self.name == "numpy":
             return self.torch.from_numpy(a)
@@ -742,6 +749,7 @@ def run(
             "numpy": np.__version__,
             "torch": None if torch is None else torch.__version__,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.processor()}",
+            "gpu": backend.device_name(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             # other work on the machine while it ran (1-minute load average, where known)
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

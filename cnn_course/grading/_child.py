@@ -5,14 +5,16 @@ Started by :mod:`cnn_course.grading.sandbox` as ``python -I _child.py``, it is a
 processes are the only place where exercise code runs during grading, and nothing they write
 is trusted: the grader reads ``result.json`` and ``outputs.npz`` back and checks every value.
 
-A case: new session, resource limits, an audit hook that refuses the blocked packages, the
-library's files and other programs (see :func:`make_guard`), load ``inputs.npz`` (no
-pickle), drop to the unprivileged user when started as root, run the code, call the
-function, save what it returned and the inputs as they are after the call.
+A case: new session, resource limits, an audit hook that refuses the blocked packages (by
+name and by their files), the library's files and other programs (see :func:`make_guard`),
+load ``inputs.npz`` (no pickle), drop to the unprivileged user when started as root, run
+the code, call the function, save what it returned and the inputs as they are after the
+call.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -43,12 +45,15 @@ BLOCKED = (
     "mlxtend",
 )
 # Standard modules exercise code may use, imported by the server before any case: once a case
-# has dropped its privileges, the interpreter's own files may be unreadable to it.
+# has dropped its privileges, the interpreter's own files may be unreadable to it. importlib
+# is banned, but exercise code can find it in sys.modules wherever something else loaded it
+# (NumPy or a .pth file, depending on versions and on how things were installed): loaded
+# always, every interpreter offers the guard the same routes.
 PRELOAD = (
     "abc", "bisect", "collections", "contextlib", "copy", "dataclasses", "decimal", "enum",
     "fractions", "functools", "heapq", "itertools", "math", "numbers", "operator", "os",
     "random", "re", "signal", "statistics", "string", "time", "typing", "warnings",
-    "numpy.fft", "numpy.linalg", "numpy.random", "numpy.lib.stride_tricks",
+    "numpy.fft", "numpy.linalg", "numpy.random", "numpy.lib.stride_tricks", "importlib",
 )  # fmt: skip
 NOBODY = 65534
 MAX_TEXT = 2000
@@ -68,11 +73,14 @@ REFUSED_MODULES = frozenset({"_posixsubprocess"})
 
 
 def file_ids(protected: list[str]) -> frozenset[tuple[int, int]]:
-    """``(device, inode)`` of every file in the ``protected`` directories that exist.
-    Identities, not paths: a link, ``/proc/self/root`` or a relative path lead to the same
-    inode."""
+    """``(device, inode)`` of every file in the ``protected`` directories (or files) that
+    exist. Identities, not paths: a link, ``/proc/self/root`` or a relative path lead to the
+    same inode."""
     ids = set()
     for top in protected:
+        if os.path.isfile(top):
+            info = os.stat(top)
+            ids.add((info.st_dev, info.st_ino))
         for root, _, files in os.walk(top):
             for name in files:
                 info = os.stat(os.path.join(root, name))
@@ -80,18 +88,39 @@ def file_ids(protected: list[str]) -> frozenset[tuple[int, int]]:
     return frozenset(ids)
 
 
-def make_guard(case_dir: str, protected: list[str]):
+def installed(packages: tuple[str, ...]) -> list[str]:
+    """Where those of ``packages`` that are installed lie (their directories, or a plain
+    module's file), found without importing them."""
+    places = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            places += list(spec.submodule_search_locations)
+        elif spec is not None and spec.origin:
+            places.append(spec.origin)
+    return places
+
+
+def make_guard(case_dir: str, protected: list[str], blocked_files: frozenset):
     """An audit hook (:func:`sys.addaudithook`), installed in each case before the exercise
     code runs. Unlike a finder on ``sys.meta_path`` or a patched builtin, exercise code cannot
     remove it, and it uses only what it bound when it was made (no module attribute or
     builtin that the exercise code could rebind). It refuses, by ending the process with
-    :data:`BANNED_EXIT` (after recording it in ``banned.json``): importing a blocked package
-    by any route (``importlib``, a re-ordered ``sys.meta_path``), opening a file of the
-    protected directories (the library, the instructor solutions), opening any directory
-    (a descriptor for ``dir_fd``, relative to which a path means another file than the one
-    this hook sees), starting another program, searching the garbage collector's objects,
-    and ``ctypes``. Should the hook itself fail, the audited operation fails with it."""
-    protected_ids = file_ids(protected)
+    :data:`BANNED_EXIT` (after recording it in ``banned.json``):
+
+    - importing a blocked package by name (the ``import`` event of the import statement and
+      ``__import__``, whatever ``sys.meta_path`` holds);
+    - opening, or loading as an extension module, a file of the ``protected`` directories
+      (the library, the instructor solutions) or of the blocked packages (``blocked_files``,
+      their identities): that stops ``importlib``, which raises no ``import`` event for a
+      Python module, and a module of theirs loaded under another name (a blocked package
+      that ``importlib`` cannot find at all is refused by :func:`run_case`);
+    - opening any directory (a descriptor for ``dir_fd``, relative to which a path means
+      another file than the one this hook sees);
+    - starting another program, searching the garbage collector's objects, ``ctypes``.
+
+    Should the hook itself fail, the audited operation fails with it."""
+    protected_ids = file_ids(protected) | blocked_files
     blocked, refused_events = frozenset(BLOCKED) | REFUSED_MODULES, REFUSED_EVENTS
     path_types = (str, bytes)
     is_instance, stat, exit_, status, failed = isinstance, os.stat, os._exit, BANNED_EXIT, OSError
@@ -105,19 +134,25 @@ def make_guard(case_dir: str, protected: list[str]):
         finally:
             exit_(status)
 
+    def is_refused(path: object, directories: bool) -> bool:
+        """Whether ``path`` leads to a protected file (or, with ``directories``, to any
+        directory)."""
+        if not is_instance(path, path_types):
+            return False
+        try:
+            info = stat(path)
+        except failed:  # a file that does not exist yet is no secret
+            return False
+        is_directory = info.st_mode & 0o170000 == 0o040000  # S_IFDIR
+        return (directories and is_directory) or (info.st_dev, info.st_ino) in protected_ids
+
     def guard(event: str, args: tuple) -> None:
-        if event == "import":
-            if args[0].partition(".")[0] in blocked:
+        if event == "import":  # (module, file of an extension module or None, ...)
+            if args[0].partition(".")[0] in blocked or is_refused(args[1], False):
                 refuse()
         elif event == "open":
-            if is_instance(args[0], path_types):
-                try:
-                    info = stat(args[0])
-                except failed:  # a file that does not exist yet is no secret
-                    return
-                is_directory = info.st_mode & 0o170000 == 0o040000  # S_IFDIR
-                if is_directory or (info.st_dev, info.st_ino) in protected_ids:
-                    refuse()
+            if is_refused(args[0], True):
+                refuse()
         elif event in refused_events or event.startswith("ctypes."):
             refuse()
 
@@ -189,7 +224,7 @@ def run(case_dir: str, module_file: str, function: str) -> dict:
     return {"status": "ok", "result": meta}
 
 
-def run_case(request: dict) -> None:
+def run_case(request: dict, blocked_files: frozenset) -> None:
     """In the forked process: limits, a new session, the case; never returns."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -202,13 +237,19 @@ def run_case(request: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
     case_dir = request["case_dir"]
-    sys.addaudithook(make_guard(case_dir, request["protected"]))
+    guard = make_guard(case_dir, request["protected"], blocked_files)
+    sys.addaudithook(guard)
     try:
         try:
             outcome = run(case_dir, request["module_file"], request["function"])
         except MemoryError:
             outcome = {"status": "memory", "message": "MemoryError"}
         except BaseException as exc:  # exercise code may raise anything, SystemExit included
+            if isinstance(exc, ImportError) and isinstance(exc.name, str):
+                # importlib looks for a package without an ``import`` event: one that is not
+                # installed, or not reachable from this interpreter, ends here instead of
+                # in a protected file; refused all the same, wherever the grader runs.
+                guard("import", (exc.name, None))
             text = "".join(traceback.format_exception_only(type(exc), exc))[-MAX_TEXT:]
             outcome = {"status": "error", "type": type(exc).__name__, "message": text.strip()}
         with open(os.path.join(case_dir, "result.json"), "w") as fh:
@@ -228,11 +269,12 @@ def serve() -> None:
         del sys.modules[name]
     for name in PRELOAD:
         __import__(name)
+    blocked_files = file_ids(installed(BLOCKED))  # once: torch alone has thousands
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            run_case(request)
+            run_case(request, blocked_files)
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"status": status}), flush=True)

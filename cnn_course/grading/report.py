@@ -8,8 +8,10 @@ JSON layout::
                     "max_points": 2.0, "check": null, "message": ""}, ...]}, ...],
      "notebooks": {"01_conv2d.ipynb": {"runs": true, "message": "ran 6 cells"}}}
 
-``check`` names the first check a failed case did not pass. Messages give shapes, dtypes and
-counts, never the expected values.
+``runs`` is null (and the message says why) where the notebooks could not be checked: the
+notebook runner (nbval, ipykernel) is not installed. ``check`` names the first check a
+failed case did not pass. Messages give shapes, dtypes and counts, never the expected
+values.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _verdict(run: dict) -> str:
+    """A notebook's row: yes, or no / not checked (``runs`` null) with the reason."""
+    if run["runs"]:
+        return "yes"
+    verdict = "not checked" if run["runs"] is None else "no"
+    return f"{verdict}: {_cell(run['message'][:160])}"
+
+
 def markdown(report: dict) -> str:
     """A Markdown score table (for a terminal, a pull request or a CI job summary)."""
     lines = [
@@ -90,8 +100,7 @@ def markdown(report: dict) -> str:
     if report["notebooks"]:
         lines += ["", "| notebook | runs top to bottom |", "|---|---|"]
         for name, run in report["notebooks"].items():
-            mark = "yes" if run["runs"] else f"no: {_cell(run['message'][:160])}"
-            lines.append(f"| {name} | {mark} |")
+            lines.append(f"| {name} | {_verdict(run)} |")
     lines += ["", f"Cases drawn from seed {report['seed']}; graded in {report['seconds']} s."]
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ grader's own records.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +31,9 @@ KERNEL = Path(__file__).with_name("_kernel.py")
 KERNEL_NAME = "cnn-course-grader"
 NBVAL_CELL_TIMEOUT = 5  # seconds per notebook cell (the self-checks are tiny)
 NBVAL_BUDGET = 45  # seconds for all notebooks together
+# What running the notebooks takes beside pytest: nbval drives the kernel through
+# jupyter_client, and the grader's kernel (_kernel.py) is ipykernel's.
+NOTEBOOK_RUNNER = ("nbval", "jupyter_client", "ipykernel")
 
 
 def select(exercises: list[Exercise], ids: list[str] | None) -> list[Exercise]:
@@ -117,10 +121,20 @@ def _kernelspec(work: Path, home: Path, scratch: Path) -> Path:
     return work / "jupyter"
 
 
+def missing_notebook_runner() -> list[str]:
+    """The packages of :data:`NOTEBOOK_RUNNER` that this interpreter cannot import."""
+    return [name for name in NOTEBOOK_RUNNER if importlib.util.find_spec(name) is None]
+
+
 def _run_notebooks(work: Path, names: list[str], spare: set[int]) -> dict[str, dict]:
-    """nbval (lax) on each copied notebook: does it run top to bottom?"""
+    """nbval (lax) on each copied notebook: does it run top to bottom? ``runs`` is None
+    (not checked) for every notebook when the notebook runner is not installed."""
     present = [n for n in names if (work / "submission" / n).exists()]
     result = {n: {"runs": False, "message": "notebook missing"} for n in names}
+    missing = missing_notebook_runner()
+    if present and missing:
+        message = f"the notebook runner is not installed (missing {', '.join(missing)})"
+        return {**result, **{n: {"runs": None, "message": message} for n in present}}
     if not present:
         return result
     home = work / "home"
@@ -140,6 +154,7 @@ def _run_notebooks(work: Path, names: list[str], spare: set[int]) -> dict[str, d
         f"--nbval-kernel-name={KERNEL_NAME}", f"--nbval-cell-timeout={NBVAL_CELL_TIMEOUT}",
         *present,
     ]  # fmt: skip
+    timed_out = False
     try:
         log = subprocess.run(
             cmd,
@@ -152,14 +167,15 @@ def _run_notebooks(work: Path, names: list[str], spare: set[int]) -> dict[str, d
         ).stdout
     except subprocess.TimeoutExpired as exc:  # keep what was reported before the budget ran out
         log = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        timed_out = True
     sandbox.kill_descendants(spare=spare)
-    return {**result, **_cell_results(log, present)}
+    return {**result, **_cell_results(log, present, timed_out)}
 
 
 CELL_LINE = re.compile(r"^(\S+?\.ipynb)::Cell (\d+) (PASSED|FAILED|ERROR|SKIPPED)", re.M)
 
 
-def _cell_results(log: str, present: list[str]) -> dict[str, dict]:
+def _cell_results(log: str, present: list[str], timed_out: bool) -> dict[str, dict]:
     """Per notebook, whether every cell ran, from pytest's verbose log."""
     cells: dict[str, list[tuple[str, str]]] = {}
     for name, cell, outcome in CELL_LINE.findall(log):
@@ -173,8 +189,10 @@ def _cell_results(log: str, present: list[str]) -> dict[str, dict]:
             result[name] = {"runs": False, "message": f"cell {failed[0]} failed"}
         elif seen and (finished or name != _last(cells)):
             result[name] = {"runs": True, "message": f"ran {len(seen)} cells"}
-        else:
+        elif timed_out:
             result[name] = {"runs": False, "message": "not run: the notebook time budget ran out"}
+        else:  # pytest ended before this notebook's cells (an error of its own)
+            result[name] = {"runs": False, "message": "not run: nbval ended before its cells"}
     return result
 
 

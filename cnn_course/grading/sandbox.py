@@ -2,12 +2,12 @@
 
 Each case is a process forked by the ``_child.py`` server, in a new session (its own
 process group) with limits on CPU time, address space, file size and process count, and one
-BLAS thread, and an audit hook that refuses the library, other programs and ``ctypes``
-(``_child.make_guard``). Started as root, it drops to the unprivileged user ``nobody``
-before the exercise code runs, in a private directory that belongs to it. Afterwards its
-process group is killed, and so is every other process descended from the grader: the
-grader is a *child subreaper*, so a process that detaches itself (double fork, ``setsid``)
-is re-parented to the grader and found.
+BLAS thread, and an audit hook that refuses the library, the blocked packages, other
+programs and ``ctypes`` (``_child.make_guard``). Started as root, it drops to the
+unprivileged user ``nobody`` before the exercise code runs, in a private directory that
+belongs to it. Afterwards its process group is killed, and so is every other process
+descended from the grader: the grader is a *child subreaper*, so a process that detaches
+itself (double fork, ``setsid``) is re-parented to the grader and found.
 """
 
 from __future__ import annotations

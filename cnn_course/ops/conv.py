@@ -20,7 +20,8 @@ N, C and the positions.
 
 On a GPU (CuPy arrays) the same design runs with other sizes: one GEMM per batch chunk (a GPU
 wants few, wide GEMMs; it has no cache for tiles to stay in), and im2col and col2im each one
-elementwise kernel (``_gpu_kernels``) instead of a chain of copies and shifted adds.
+elementwise kernel (``_gpu_kernels``) instead of a chain of copies and shifted adds; a
+depthwise layer's forward pass and input gradient are one kernel each (``_gpu_depthwise``).
 
 Shapes: input ``(N, C, H, W)``; weight ``(C_out, C/groups, kh, kw)`` (PyTorch's layout);
 output ``(N, C_out, H_out, W_out)`` with ``H_out = floor((H + 2p - d(kh-1) - 1) / s) + 1``.
@@ -161,6 +162,36 @@ def _pad(x: Array, pads: Pads, fill: float = 0.0) -> Array:
     return out
 
 
+def _copy_blocks(dst: Array, src: Array, block_ndim: int) -> None:
+    """``dst[...] = src`` for a contiguous ``dst``, moving each block of ``src``'s last
+    ``block_ndim`` axes as one opaque item when those blocks are contiguous (on a CPU).
+
+    NumPy's copy pays a fixed cost per innermost loop, and with float items its innermost
+    loop is one short run (a row of W_out values in a window gather): about 5 ns per run,
+    the larger part of gathering a small layer's columns. With each run one ``void`` item,
+    the innermost loop runs over the runs, which halves the gather of LeNet's layers.
+    """
+    lead = src.shape[: src.ndim - block_ndim]
+    size = src.itemsize  # bytes of a block, if it is contiguous
+    for axis in range(src.ndim - 1, src.ndim - block_ndim - 1, -1):
+        if src.strides[axis] != size:
+            size = 0
+            break
+        size *= src.shape[axis]
+    if not size or is_cupy_array(src):
+        dst[...] = src
+        return
+    item = _void(array_module(src), size)
+    # reshape merges only the block axes, which are contiguous: a view, never a copy
+    dst.reshape(*lead, -1).view(item)[...] = src.reshape(*lead, -1).view(item)
+
+
+@functools.cache
+def _void(xp: Any, size: int) -> Any:
+    """The opaque dtype of ``size`` bytes (made once: a dtype costs a microsecond)."""
+    return xp.dtype((xp.void, size))
+
+
 def _windows(xpad: Array, kernel, stride, dilation, out_hw, order: str) -> Array:
     """Every window of the padded ``xpad`` (A, B, Hp, Wp), as a strided view.
 
@@ -181,11 +212,11 @@ def _windows(xpad: Array, kernel, stride, dilation, out_hw, order: str) -> Array
     if is_cupy_array(xpad):
         source, (t_a, t_b, t_j, t_h, t_w) = xpad, (s_a, s_b, s_w * dw, s_h, s_w * sw)
     else:
-        source = xp.ascontiguousarray(
-            xp.lib.stride_tricks.as_strided(
-                xpad, shape=(a, b, kw, hp, ow), strides=(s_a, s_b, s_w * dw, s_h, s_w * sw)
-            )
+        source = xp.empty((a, b, kw, hp, ow), dtype=xpad.dtype)
+        shifts = xp.lib.stride_tricks.as_strided(
+            xpad, shape=source.shape, strides=(s_a, s_b, s_w * dw, s_h, s_w * sw)
         )
+        _copy_blocks(source, shifts, 1)
         t_a, t_b, t_j, t_h, t_w = source.strides
     axes = {
         "a": (a, t_a),
@@ -196,7 +227,10 @@ def _windows(xpad: Array, kernel, stride, dilation, out_hw, order: str) -> Array
         "w": (ow, t_w),
     }
     shape, strides = zip(*(axes[k] for k in order), strict=True)
-    return xp.lib.stride_tricks.as_strided(source, shape=shape, strides=strides)
+    if source is xpad:
+        return xp.lib.stride_tricks.as_strided(source, shape=shape, strides=strides)
+    # a view of the fresh contiguous copy: four times cheaper per call than as_strided
+    return xp.ndarray(shape, source.dtype, buffer=source, strides=strides)
 
 
 def _add_windows(target: Array, cols: Array, kernel, stride, dilation, out_hw) -> Array:
@@ -262,7 +296,7 @@ def im2col(
     out_hw = _out_hw(x.shape[2:], kernel, stride, pads, dilation, op)
     view = _windows(_pad(x, pads), kernel, stride, dilation, out_hw, "abijhw")
     cols = array_module(x).empty(view.shape, dtype=x.dtype)
-    cols[...] = view  # one gather; never a view of x, even for a 1x1 kernel
+    _copy_blocks(cols, view, 2)  # one gather; never a view of x, even for a 1x1 kernel
     return cols.reshape(n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
 
 
@@ -366,7 +400,9 @@ def _batch_columns(x: Array, geo: _Geometry, out_hw) -> Array:
         im2col_kernel(_flat(x), *_gpu_geometry(x.shape, geo, out_hw), cols.reshape(-1))
         return cols
     view = _windows(_pad(x, geo.pads), geo.kernel, geo.stride, geo.dilation, out_hw, "bijahw")
-    return xp.ascontiguousarray(view).reshape(geo.groups, rows, -1)
+    cols = xp.empty(view.shape, dtype=x.dtype)
+    _copy_blocks(cols, view, 2)
+    return cols.reshape(geo.groups, rows, -1)
 
 
 # On a GPU, im2col and col2im in batch-last layout, columns (C, kh, kw, nb, H_out, W_out), are
@@ -402,6 +438,40 @@ for (int ki = 0; ki < KH; ++ki) {
 }
 x = sum;
 """
+# Depthwise layers on a GPU: the forward pass and the input gradient are one kernel each, a
+# weighted sum over the kh*kw window (forward: one thread per output value; input gradient:
+# per input value, gathering as col2im does); the weight gradient takes im2col + GEMM.
+_GPU_DEPTHWISE = {
+    "forward": """
+const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
+const int c = plane % C;
+T sum = 0;
+for (int ki = 0; ki < KH; ++ki) {
+    const int y = oh * SH - PT + ki * DH;
+    if (y < 0 || y >= H) continue;
+    for (int kj = 0; kj < KW; ++kj) {
+        const int v = ow * SW - PL + kj * DW;
+        if (v >= 0 && v < W) sum += a[(plane * H + y) * W + v] * weight[(c * KH + ki) * KW + kj];
+    }
+}
+out = sum;
+""",
+    "input_grad": """
+const int k = (int)i, t1 = k / W, plane = t1 / H, v = k - t1 * W, y = t1 - plane * H;
+const int c = plane % C;
+T sum = 0;
+for (int ki = 0; ki < KH; ++ki) {
+    const int ty = y + PT - ki * DH;
+    if (ty < 0 || ty % SH != 0 || ty / SH >= OH) continue;
+    for (int kj = 0; kj < KW; ++kj) {
+        const int tv = v + PL - kj * DW;
+        if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
+        sum += a[(plane * OH + ty / SH) * OW + tv / SW] * weight[(c * KH + ki) * KW + kj];
+    }
+}
+out = sum;
+""",
+}
 
 
 @functools.cache
@@ -411,6 +481,25 @@ def _gpu_kernels(xp: Any) -> tuple[Any, Any]:
         xp.ElementwiseKernel("raw T x, " + _GPU_GEOMETRY, "T cols", _GPU_IM2COL, "im2col"),
         xp.ElementwiseKernel("raw T cols, " + _GPU_GEOMETRY, "T x", _GPU_COL2IM, "col2im"),
     )
+
+
+@functools.cache
+def _gpu_depthwise_kernel(xp: Any, direction: str) -> Any:
+    """The depthwise kernel (``"forward"`` or ``"input_grad"``) of CuPy module ``xp``."""
+    params = "raw T a, raw T weight, " + _GPU_GEOMETRY
+    return xp.ElementwiseKernel(params, "T out", _GPU_DEPTHWISE[direction], "depthwise")
+
+
+def _gpu_depthwise(a: Array, weight: Array, geo: _Geometry, hw, direction: str) -> Array:
+    """A depthwise layer's forward pass (``a`` = x (N, C, H, W), ``hw`` the output size) or
+    input gradient (``a`` = grad_out (N, C, H_out, W_out), ``hw`` the input size) on a GPU."""
+    xp = array_module(a, weight)
+    n, c = a.shape[:2]
+    x_hw, out_hw = (a.shape[2:], hw) if direction == "forward" else (hw, a.shape[2:])
+    out = xp.empty((n, c, *hw), dtype=a.dtype)
+    geometry = _gpu_geometry((n, c, *x_hw), geo, out_hw)
+    _gpu_depthwise_kernel(xp, direction)(_flat(a), _flat(weight), *geometry, out)
+    return out
 
 
 def _flat(a: Array) -> Array:
@@ -484,17 +573,20 @@ def _column_tiles(x: Array, geo: _Geometry, out_hw) -> Iterator[tuple[slice, sli
         for samples, rows in tiles:  # (nb, C, kh, kw, rows, OW) -> (nb, G, C/G*kh*kw, rows*OW)
             part = view[samples, :, :, :, rows]
             cols = buffer[: part.size].reshape(part.shape)
-            cols[...] = part
+            _copy_blocks(cols, part, 2)
             batch = slice(chunk.start + samples.start, chunk.start + samples.stop)
             yield batch, rows, cols.reshape(len(part), geo.groups, rows_per_group, -1)
 
 
 def _forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
     """Cross-correlation without bias: (N, C, H, W) -> (N, F, *out_hw), by im2col + GEMM
-    (depthwise layers with stride 1: directly; with a larger stride, splitting the stride
-    phases costs as much as the im2col gather saves)."""
-    if _depthwise(geo, x.shape[1], weight.shape[0], x) and geo.stride == (1, 1):
-        return _depthwise_forward(x, weight, geo, out_hw)
+    (depthwise layers on a CPU with stride 1: directly; with a larger stride, splitting the
+    stride phases costs as much as the im2col gather saves; on a GPU: one kernel)."""
+    if _depthwise(geo, x.shape[1], weight.shape[0]):
+        if is_cupy_array(x):
+            return _gpu_depthwise(x, weight, geo, out_hw, "forward")
+        if geo.stride == (1, 1):
+            return _depthwise_forward(x, weight, geo, out_hw)
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], geo.groups
     w3 = weight.reshape(g, f // g, -1)
@@ -512,7 +604,7 @@ def _forward(x: Array, weight: Array, geo: _Geometry, out_hw) -> Array:
 
 def _weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Array:
     """d(sum(grad_out * conv(x, w)))/dw: grad_out (N, F, OH, OW), x (N, C, H, W)."""
-    if _depthwise(geo, x.shape[1], weight_shape[0], x):
+    if _depthwise(geo, x.shape[1], weight_shape[0]) and not is_cupy_array(x):
         return _depthwise_weight_grad(grad_out, x, geo, weight_shape)
     xp = array_module(grad_out, x)
     f, g, out_hw = weight_shape[0], geo.groups, grad_out.shape[2:]
@@ -530,7 +622,9 @@ def _weight_grad(grad_out: Array, x: Array, geo: _Geometry, weight_shape) -> Arr
 
 def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Array:
     """d(sum(grad_out * conv(x, w)))/dx: GEMM with the transposed weights, then col2im."""
-    if _depthwise(geo, x_shape[1], weight.shape[0], grad_out):
+    if _depthwise(geo, x_shape[1], weight.shape[0]):
+        if is_cupy_array(grad_out):
+            return _gpu_depthwise(grad_out, weight, geo, x_shape[2:], "input_grad")
         return _depthwise_input_grad(grad_out, weight, geo, x_shape)
     xp = array_module(grad_out, weight)
     n, c, h, w = x_shape
@@ -576,12 +670,9 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
 _DEPTHWISE_CHUNK_BYTES = 256 * 2**10
 
 
-def _depthwise(geo: _Geometry, in_channels: int, out_channels: int, a: Array) -> bool:
-    """One filter per input channel (``groups == C_in == C_out``) on a CPU: the direct path
-    applies. On a GPU (``a`` a CuPy array) the im2col kernels serve instead: one launch
-    each, where the direct path takes two per kernel offset."""
-    depthwise = geo.groups > 1 and geo.groups == in_channels == out_channels
-    return depthwise and not is_cupy_array(a)
+def _depthwise(geo: _Geometry, in_channels: int, out_channels: int) -> bool:
+    """One filter per input channel (``groups == C_in == C_out``): the direct path applies."""
+    return geo.groups > 1 and geo.groups == in_channels == out_channels
 
 
 class _Taps:

@@ -17,6 +17,7 @@ names and defaults, ``stride=None`` meaning ``stride=kernel_size``, ``ceil_mode`
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from cnn_course._checks import (
 )
 from cnn_course.backend import array_module, is_cupy_array, np
 from cnn_course.ops._indexing import scatter_add
-from cnn_course.ops.conv import _pad, _windows, col2im
+from cnn_course.ops.conv import _copy_blocks, _flat, _pad, _windows, col2im
 
 __all__ = [
     "pool_output_size",
@@ -242,7 +243,11 @@ def _pool_windows(x: Array, win: _Window, fill: float) -> Array:
     """
     xpad = _pad(x, _pads(x.shape[2:], win), fill)
     windows = _windows(xpad, win.kernel, win.stride, win.dilation, win.out, "abijhw")
-    return windows if is_cupy_array(x) else windows.copy()
+    if is_cupy_array(x):
+        return windows
+    copied = array_module(x).empty(windows.shape, dtype=windows.dtype)
+    _copy_blocks(copied, windows, 2)
+    return copied
 
 
 def _padded_size(hw: Sequence[int], win: _Window) -> tuple[int, int]:
@@ -278,19 +283,121 @@ def _first_max(windows: Array) -> tuple[Array, Array]:
 
     ``argmax`` along middle axes is several times slower than this loop over the kh*kw
     window positions, in which each step compares whole planes: ``arg`` counts the leading
-    positions that are still below the maximum. A window holding NaN has a NaN maximum; it
-    is compared with +inf instead, so its first NaN is chosen, as PyTorch does.
+    positions that are still below the maximum. A window holding NaN has a NaN maximum,
+    found at its last NaN: PyTorch keeps a running maximum that every NaN replaces. That
+    takes a second pass, run only when the input holds a NaN.
     """
     xp = array_module(windows)
     out = windows.max(axis=(2, 3))
-    ref = xp.where(out != out, out.dtype.type(math.inf), out)
     kh, kw = windows.shape[2:4]
+    positions = [(i, j) for i in range(kh) for j in range(kw)]
     arg = xp.zeros(out.shape, dtype=xp.uint8 if kh * kw <= 256 else xp.int64)
     still = xp.ones(out.shape, dtype=bool)
-    for i, j in [(i, j) for i in range(kh) for j in range(kw)][:-1]:
-        still &= windows[:, :, i, j] < ref
+    for i, j in positions[:-1]:
+        still &= windows[:, :, i, j] < out
         arg += still
+    if bool((out != out).any()):
+        for position, (i, j) in enumerate(positions):
+            plane = windows[:, :, i, j]
+            arg = xp.where(plane != plane, arg.dtype.type(position), arg)
     return out, arg
+
+
+# On a GPU one kernel finds each window's maximum and its position, reading the window in
+# place (one thread per output); the CPU's loop over window positions would be kh*kw
+# launches. The rule is PyTorch's: the first maximum in row-major window order, or the last
+# NaN (every NaN replaces the running maximum), padding counting as -inf.
+_GPU_MAX_POOL = """
+const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
+T best = lowest;
+int position = 0;
+for (int ki = 0; ki < KH; ++ki) {
+    const int y = oh * SH - PT + ki * DH;
+    for (int kj = 0; kj < KW; ++kj) {
+        const int v = ow * SW - PL + kj * DW;
+        const T value = (y >= 0 && y < H && v >= 0 && v < W) ? x[(plane * H + y) * W + v] : lowest;
+        if (value > best || value != value) {
+            best = value;
+            position = ki * KW + kj;
+        }
+    }
+}
+out = best;
+arg = position;
+"""
+
+
+@functools.cache
+def _gpu_max_kernel(xp: Any) -> Any:
+    """The max-pooling kernel of CuPy module ``xp``, compiled once."""
+    params = (
+        "raw T x, T lowest, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
+        "int32 SH, int32 SW, int32 PT, int32 PL, int32 DH, int32 DW"
+    )
+    return xp.ElementwiseKernel(params, "T out, int32 arg", _GPU_MAX_POOL, "max_pool")
+
+
+def _max_and_arg(x: Array, win: _Window) -> tuple[Array, Array]:
+    """Every window's maximum and the position of its first maximum: (N, C, H_out, W_out)
+    each, as :func:`_first_max` gives them."""
+    if not is_cupy_array(x):
+        return _first_max(_pool_windows(x, win, -math.inf))
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
+    out = xp.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = xp.empty(out.shape, dtype=xp.int32)
+    geometry = (h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+    _gpu_max_kernel(xp)(_flat(x), x.dtype.type(-math.inf), *geometry, out, arg)
+    return out, arg
+
+
+# The max-pooling backward on a GPU as a gather: one thread per input value sums the
+# gradients of the windows that hold it and chose it (their arg-max position is its offset in
+# the window), as col2im sums columns: no scatter, no atomic adds, no padded plane.
+_GPU_ROUTE_TO_ARG = """
+const int k = (int)i, t1 = k / W, plane = t1 / H, v = k - t1 * W, y = t1 - plane * H;
+T sum = 0;
+for (int ki = 0; ki < KH; ++ki) {
+    const int ty = y + PT - ki * DH;
+    if (ty < 0 || ty % SH != 0 || ty / SH >= OH) continue;
+    for (int kj = 0; kj < KW; ++kj) {
+        const int tv = v + PL - kj * DW;
+        if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
+        const int o = (plane * OH + ty / SH) * OW + tv / SW;
+        if (arg[o] == ki * KW + kj) sum += grad_out[o];
+    }
+}
+grad_x = sum;
+"""
+
+
+@functools.cache
+def _gpu_route_kernel(xp: Any) -> Any:
+    """The max-pooling backward kernel of CuPy module ``xp``, compiled once."""
+    params = (
+        "raw T grad_out, raw int32 arg, int32 H, int32 W, int32 OH, int32 OW, int32 KH, "
+        "int32 KW, int32 SH, int32 SW, int32 PT, int32 PL, int32 DH, int32 DW"
+    )
+    return xp.ElementwiseKernel(params, "T grad_x", _GPU_ROUTE_TO_ARG, "max_pool_backward")
+
+
+def _gpu_route_to_arg(grad_out: Array, arg: Array, x_shape, win: _Window) -> Array:
+    """Each window's gradient added onto the input value at its arg-max position ``arg``
+    (from :func:`_max_and_arg`), on a GPU: (N, C, H, W)."""
+    xp = array_module(grad_out)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
+    geometry = (x_shape[2], x_shape[3], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+    grad_x = xp.empty(x_shape, dtype=grad_out.dtype)
+    _gpu_route_kernel(xp)(_flat(grad_out), _flat(arg), *geometry, grad_x)
+    return grad_x
+
+
+def _window_max(x: Array, win: _Window) -> Array:
+    """Every window's maximum (N, C, H_out, W_out); on a CPU one reduction of the windows."""
+    if is_cupy_array(x):
+        return _max_and_arg(x, win)[0]
+    return _pool_windows(x, win, -math.inf).max(axis=(2, 3))
 
 
 def _window_index(arg: Array, win: _Window, width: int, origin: tuple[int, int]) -> Array:
@@ -311,7 +418,8 @@ def _max_pool_backward(
     """Route each window's gradient to its arg-max by a scatter-add, so windows sharing an
     arg-max add up. Without ``indices`` the arg-max is recomputed from ``x`` in the padded
     plane, and gradients landing on padding are cropped away. Windows that do not overlap
-    never share an arg-max, so their gradients are simply assigned."""
+    never share an arg-max, so their gradients are simply assigned. On a GPU the arg-max
+    recomputed from ``x`` is routed by one gather kernel instead (``_gpu_route_to_arg``)."""
     n, c, h, w = x.shape
     values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
     apart = all(
@@ -320,7 +428,9 @@ def _max_pool_backward(
     if indices is not None:
         grad = scatter_add(values, indices.reshape(n, c, -1), h * w, unique=apart)
         return grad.reshape(x.shape)
-    _, arg = _first_max(_pool_windows(x, win, -math.inf))
+    _, arg = _max_and_arg(x, win)
+    if is_cupy_array(x):
+        return _gpu_route_to_arg(grad_out.astype(x.dtype, copy=False), arg, x.shape, win)
     hp, wp = _padded_size(x.shape[2:], win)
     index = _window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
     grad = scatter_add(values, index, hp * wp, unique=apart).reshape(n, c, hp, wp)
@@ -389,13 +499,15 @@ def max_pool2d(
     indices : int64 array (N, C, H_out, W_out), only with ``return_indices``
         Flat index ``row * W + col`` of each maximum in its (unpadded) H x W plane, PyTorch's
         layout (what :func:`max_unpool2d` takes). Ties go to the first maximum in row-major
-        window order, as in PyTorch. A window that covers only padding (possible only with a
-        large dilation) gives ``-inf`` and a meaningless index, in PyTorch as well.
+        window order, as in PyTorch; a window holding NaN gives NaN, at its last NaN (PyTorch
+        too: every NaN replaces its running maximum). A window that covers only padding
+        (possible only with a large dilation) gives ``-inf`` and a meaningless index, in
+        PyTorch as well.
     """
     win = _window("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     if not return_indices:
-        return _pool_windows(x, win, -math.inf).max(axis=(2, 3))
-    out, arg = _first_max(_pool_windows(x, win, -math.inf))
+        return _window_max(x, win)
+    out, arg = _max_and_arg(x, win)
     return out, _window_index(arg, win, x.shape[3], win.padding)
 
 
@@ -429,7 +541,7 @@ def max_pool2d_naive(
                     row, col = i * sh - ph + a * dh, j * sw - pw + b * dw
                     if 0 <= row < h and 0 <= col < w:
                         value = x[:, :, row, col]
-                        better = value > out[:, :, i, j]
+                        better = (value > out[:, :, i, j]) | (value != value)
                         out[:, :, i, j] = xp.where(better, value, out[:, :, i, j])
                         indices[:, :, i, j] = xp.where(better, row * w + col, indices[:, :, i, j])
     return (out, indices) if return_indices else out
@@ -645,7 +757,7 @@ def lp_pool2d(
     p = _norm_type(norm_type, op)
     win = _window(op, x, kernel_size, stride, 0, 1, ceil_mode)
     if math.isinf(p):
-        return _pool_windows(array_module(x).abs(x), win, -math.inf).max(axis=(2, 3))
+        return _window_max(array_module(x).abs(x), win)
     mean = _avg_pool(x**p, win, True)
     return (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)
 
@@ -754,11 +866,19 @@ def _adaptive_avg_backward(grad_out: Array, x: Array) -> Array:
 
 
 def _adaptive_argmax(x: Array, oh: int, ow: int) -> tuple[Array, Array]:
-    """Maximum of every adaptive bin and its flat ``row * W + col`` index: (N, C, oh, ow) each."""
+    """Maximum of every adaptive bin and its flat ``row * W + col`` index: (N, C, oh, ow) each.
+
+    The first maximum, or, in a bin holding NaN, the last NaN (PyTorch's rule, as in
+    :func:`max_pool2d`; ``argmax`` alone would find the first)."""
     xp = array_module(x)
     bins = _bins(xp, x.shape[2:], oh, ow)
     members = _gather_bins(x, bins)
-    arg = members.argmax(axis=-1)[..., None]
+    arg = members.argmax(axis=-1)
+    nan = members != members
+    if bool(nan.any()):
+        last_nan = members.shape[-1] - 1 - nan[..., ::-1].argmax(axis=-1)
+        arg = xp.where(nan.any(axis=-1), last_nan, arg)
+    arg = arg[..., None]
     out = xp.take_along_axis(members, arg, axis=-1)[..., 0]
     index = xp.take_along_axis(xp.broadcast_to(bins.index, members.shape), arg, axis=-1)
     return out, index[..., 0]

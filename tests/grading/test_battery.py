@@ -8,6 +8,7 @@ case 4 stride 3, 1x1 kernel, bias, float64. Each case is worth 2 of conv2d's 10 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +21,14 @@ import pytest
 from cnn_course.grading import cli, sandbox
 from cnn_course.grading.manifest import REPOSITORY
 from cnn_course.grading.runner import grade
-from tests.grading.conftest import SEED, build_submission, by_id, checks, variant
+from tests.grading.conftest import (
+    SEED,
+    build_submission,
+    by_id,
+    checks,
+    needs_notebook_runner,
+    variant,
+)
 
 OUT_SIZE = "(h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1"
 RETURN = "\n    return out"
@@ -192,6 +200,14 @@ ROUTES = {
         "finders[:] = [f for f in finders if 'Guard' not in type(f).__name__]\n"
         "F = os.sys.modules['importlib'].import_module('cnn' + '_course.functional')\n"
     ),
+    # importlib looks for a package without an audit event: where the library cannot be
+    # found (not installed for this interpreter), the attempt is refused all the same.
+    "the library looked for where it cannot be found": (
+        "import os\n"
+        "os.sys.meta_path.clear()\n"
+        "os.sys.path.clear()\n"
+        "F = os.sys.modules['importlib'].import_module('cnn' + '_course.functional')\n"
+    ),
     "the library's source read as text": (
         f"SOURCE = open({str(REPOSITORY)!r} + '/cnn' + '_course/ops/conv.py').read()\n"
     ),
@@ -231,6 +247,45 @@ ROUTES = {
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_importing_the_library_is_refused(grade_with, route):
     code = ROUTES[route] + "\n\n" + OUTPUT_SIZE
+    report = grade_with({"conv_output_size": code}, ["conv_output_size"])
+    assert checks(report, "conv_output_size") == ["banned import"] * 4
+    assert report["total"] == 0
+
+
+def test_a_module_that_is_not_installed_is_an_error_not_a_banned_import(grade_with):
+    code = "import no_such_module_anywhere\n\n" + OUTPUT_SIZE
+    report = grade_with({"conv_output_size": code}, ["conv_output_size"])
+    assert checks(report, "conv_output_size") == ["raised"] * 4
+    message = by_id(report)["conv_output_size"]["cases"][0]["message"]
+    assert "No module named 'no_such_module_anywhere'" in message
+
+
+def _scipy_extension() -> str:
+    """The compiled module that holds SciPy's correlation (SciPy comes with scikit-learn)."""
+    spec = importlib.util.find_spec("scipy")
+    if spec is None:
+        pytest.skip("SciPy is not installed")
+    (path,) = Path(spec.submodule_search_locations[0], "signal").glob("_sigtools.*")
+    return str(path)
+
+
+BLOCKED_FILES = {
+    # '_sigtools' is no blocked package's name: only the file it comes from gives it away
+    "a blocked package's compiled module loaded under another name": (
+        "import os\n"
+        "util = os.sys.modules['importlib'].import_module('importlib.util')\n"
+        "SPEC = util.spec_from_file_location('_sigtools', {path!r})\n"
+        "CORRELATE = util.module_from_spec(SPEC)._correlateND\n"
+    ),
+    "a blocked package's compiled module copied": (
+        "import os\nwith open({path!r}, 'rb') as fh:\n    COPY = fh.read()\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("route", list(BLOCKED_FILES))
+def test_the_blocked_packages_files_are_refused(grade_with, route):
+    code = BLOCKED_FILES[route].format(path=_scipy_extension()) + "\n\n" + OUTPUT_SIZE
     report = grade_with({"conv_output_size": code}, ["conv_output_size"])
     assert checks(report, "conv_output_size") == ["banned import"] * 4
     assert report["total"] == 0
@@ -327,6 +382,7 @@ def test_malformed_notebooks_cost_their_own_exercises_only(grade_with, tmp_path)
     assert report["total"] == 4
 
 
+@needs_notebook_runner
 def test_test_markers_cannot_hide_a_cell_that_fails(tmp_path):
     """nbval skips a cell, or accepts its exception, when a tag or a comment says so: in a
     submission that would report a broken notebook as running top to bottom."""

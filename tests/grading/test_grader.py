@@ -11,11 +11,19 @@ from pathlib import Path
 
 import yaml
 
-from cnn_course.grading import cli, notebooks
+from cnn_course.grading import cli, notebooks, runner
 from cnn_course.grading.execute import resolve
 from cnn_course.grading.manifest import DEFAULT_MANIFEST, load_manifest, notebook_names
+from cnn_course.grading.report import markdown
 from cnn_course.grading.runner import grade
-from tests.grading.conftest import EXERCISES, SEED, SOLUTIONS, build_submission, checks
+from tests.grading.conftest import (
+    EXERCISES,
+    SEED,
+    SOLUTIONS,
+    build_submission,
+    checks,
+    needs_notebook_runner,
+)
 
 REPOSITORY = DEFAULT_MANIFEST.parents[1]
 MANIFEST = load_manifest()
@@ -70,6 +78,7 @@ def test_cases_depend_on_the_seed_only_through_values(grade_with, tmp_path):
     assert not (a.args[0].shape == b.args[0].shape and (a.args[0] == b.args[0]).all())
 
 
+@needs_notebook_runner
 def test_notebooks_run_top_to_bottom_in_the_report(copy_of_exercises, tmp_path):
     broken = build_submission(tmp_path / "broken", {})
     nb = json.loads((broken / "05_receptive_field.ipynb").read_text())
@@ -81,6 +90,31 @@ def test_notebooks_run_top_to_bottom_in_the_report(copy_of_exercises, tmp_path):
     assert stub["total"] == 0
     assert bad["notebooks"]["05_receptive_field.ipynb"]["runs"] is False
     assert bad["total"] == 3  # a notebook that fails later does not cost the graded cells
+
+
+def test_a_missing_notebook_runner_is_reported_as_such(grade_with, monkeypatch):
+    """Without nbval or a kernel the notebooks are not checked: the report says so, and
+    neither claims that they fail nor takes points for it."""
+    monkeypatch.setattr(runner, "NOTEBOOK_RUNNER", (*runner.NOTEBOOK_RUNNER, "no_such_runner"))
+    report = grade_with({}, ["receptive_field"], run_notebooks=True)
+    run = report["notebooks"]["05_receptive_field.ipynb"]
+    assert run["runs"] is None
+    assert run["message"].startswith("the notebook runner is not installed (missing ")
+    assert run["message"].endswith("no_such_runner)")
+    table = markdown({**report, "seconds": 0})
+    assert "| 05_receptive_field.ipynb | not checked: the notebook runner is not" in table
+    assert report["total"] == report["max_total"] == 3
+
+
+def test_a_notebook_nbval_never_reached_is_not_blamed_on_the_budget_unless_it_ran_out():
+    cells = "a.ipynb::Cell 0 PASSED\na.ipynb::Cell 1 PASSED\n"
+    names = ["a.ipynb", "b.ipynb"]
+    ended = runner._cell_results(cells + "=== 2 passed in 1.0s ===\n", names, timed_out=False)
+    assert ended["a.ipynb"] == {"runs": True, "message": "ran 2 cells"}
+    assert ended["b.ipynb"] == {"runs": False, "message": "not run: nbval ended before its cells"}
+    late = runner._cell_results(cells, names, timed_out=True)
+    assert late["a.ipynb"]["runs"] is False  # the last notebook seen may not have finished
+    assert late["b.ipynb"]["message"] == "not run: the notebook time budget ran out"
 
 
 def test_every_hanging_function_costs_one_timeout(tmp_path):

@@ -79,13 +79,20 @@ def test_max_pool2d_hand_example(xp):
     tie = xp.asarray([[[[1.0, 5.0], [5.0, 0.0]]]])
     _, indices = P.max_pool2d(tie, 2, return_indices=True)
     np.testing.assert_array_equal(to_numpy(indices), [[[[1]]]])
-    # A window holding NaN has a NaN maximum, found at its first NaN (PyTorch's rule).
+    # A window holding NaN has a NaN maximum, found at its last NaN (PyTorch's rule: every
+    # NaN replaces the running maximum), also after an infinity.
     nan = xp.asarray([[[[1.0, 9.0, 3.0, math.nan], [math.nan, 2.0, math.nan, 4.0]]]])
     out, indices = P.max_pool2d(nan, 2, return_indices=True)
     assert bool(xp.isnan(out).all())
-    np.testing.assert_array_equal(to_numpy(indices), [[[[4, 3]]]])
+    np.testing.assert_array_equal(to_numpy(indices), [[[[4, 6]]]])
     grad = P.max_pool2d_backward(xp.asarray([[[[1.0, 2.0]]]]), nan, 2)
-    assert_close(grad, [[[[0.0, 0.0, 0.0, 2.0], [1.0, 0.0, 0.0, 0.0]]]])
+    assert_close(grad, [[[[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 2.0, 0.0]]]])
+    inf_then_nan = xp.asarray([[[[math.inf, math.nan, 1.0]]]])
+    _, indices = P.max_pool2d(inf_then_nan, (1, 3), return_indices=True)
+    np.testing.assert_array_equal(to_numpy(indices), [[[[1]]]])
+    np.testing.assert_array_equal(
+        to_numpy(P.max_pool2d_naive(nan, 2, return_indices=True)[1]), [[[[4, 6]]]]
+    )
 
 
 def test_max_pool2d_backward_hand_example(xp):
@@ -281,6 +288,29 @@ def test_max_pool2d_matches_torch(xp, torch, case, layout, dtype, ties, seed):
             assert_close(grad_x, grad, **tolerance(dtype))
 
 
+def with_nan_and_inf(seed: int, shape) -> np.ndarray:
+    """Small integers (ties everywhere) with some NaN and +inf entries."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(np.float64)
+    special = rng.random(shape)
+    x[special < 0.15] = math.nan
+    x[special > 0.9] = math.inf
+    return x
+
+
+@pytest.mark.oracle
+@examples(40)
+@given(case=windows(), seed=st.integers(0, 1000))
+def test_max_pool2d_with_nan_and_inf_matches_torch(xp, torch, case, seed):
+    shape, cfg = case
+    x = with_nan_and_inf(seed, shape)
+    t_out, t_indices = torch.nn.functional.max_pool2d(torch.tensor(x), **cfg, return_indices=True)
+    out, indices = P.max_pool2d(xp.asarray(x), **cfg, return_indices=True)
+    np.testing.assert_array_equal(to_numpy(out), t_out.numpy())  # NaN where PyTorch has NaN
+    real = t_out.numpy() != -math.inf  # PyTorch's index of a padding-only window is arbitrary
+    np.testing.assert_array_equal(to_numpy(indices)[real], t_indices.numpy()[real])
+
+
 @pytest.mark.oracle
 @examples(60)
 @given(
@@ -367,6 +397,19 @@ def test_adaptive_pool2d_matches_torch(xp, torch, case, layout, dtype, ties, see
     expected, grad = torch_grad(torch, lambda t: F.adaptive_avg_pool2d(t, output_size), x, grad_out)
     assert_close(P.adaptive_avg_pool2d(xx, output_size), expected, **tolerance(dtype))
     assert_close(P.adaptive_avg_pool2d_backward(g, xx, output_size), grad, **tolerance(dtype))
+
+
+@pytest.mark.oracle
+@examples(30)
+@given(case=adaptive_cases(), seed=st.integers(0, 1000))
+def test_adaptive_max_pool2d_with_nan_and_inf_matches_torch(xp, torch, case, seed):
+    shape, output_size = case
+    x = with_nan_and_inf(seed, shape)
+    F = torch.nn.functional
+    t_out, t_indices = F.adaptive_max_pool2d(torch.tensor(x), output_size, return_indices=True)
+    out, indices = P.adaptive_max_pool2d(xp.asarray(x), output_size, return_indices=True)
+    np.testing.assert_array_equal(to_numpy(out), t_out.numpy())
+    np.testing.assert_array_equal(to_numpy(indices), t_indices.numpy())
 
 
 @pytest.mark.oracle
