@@ -33,23 +33,25 @@ PyTorch. Every time is the best of several runs after a warm-up, and every ratio
 times measured in the same run. ``--json FILE`` writes all of it (the book's chapters on
 im2col and on FLOPs display it).
 
-Why LeNet C3 (5x5, 6->16 channels, 14x14) misses the 1.3x GEMM limit on a CPU (1.28x to
-1.52x from run to run, single-threaded): its column matrix has 150 rows but only 16 filters
-use it, so the GEMM does just 32 flops per column value the gather writes. Measured on one
-core: the per-sample GEMMs take about 0.30 ms (near the core's peak, and less than the
-0.39 ms plain GEMM, whose narrow side of 16 is its worst shape); the gather about 0.25 ms:
-0.14 ms for the first, column-shift copy (26,880 runs of W_out = 10 values, about 5 ns per
-run, NumPy's cost per inner loop) and 0.11 ms for the second (runs of 100). Every other
-gather measured was slower: one strided copy; the whole batch at once, with one wide GEMM
-(16 x 150) @ (150 x 6400) (0.42 ms for that GEMM alone); cache-sized tiles from 64 KiB to
-2 MiB (no consistent difference); a reused buffer; one fancy-index ``take`` from precomputed
-flat indices (0.53 ms for the take alone); the windows copied once in the (N*L, C*kh*kw)
-order of the plain GEMM (runs of kw values, 1.35 ms in all); output rows of the padded
-width, one copy with runs of 136 values (0.13 ms) but 36% more GEMM columns; and no second
-copy at all, five GEMMs over the kernel rows (K = 30 each) reading the column-shifted copy
-in place as strided matrices (0.56 ms against 0.58 ms: within the noise, the narrower GEMMs
-lose what the copy saves). Only a design without columns (a direct or Winograd kernel in
-compiled code, as in oneDNN) avoids that copy.
+LeNet C3 (5x5, 6->16 channels, 14x14) is the shape closest to the 1.3x GEMM limit on a CPU
+(1.27x to 1.29x over the runs that produced the book's table, single-threaded): its column
+matrix has 150 rows but only 16 filters use it, so the GEMM does just 32 flops per column
+value the gather writes. Measured on one core: the per-sample GEMMs take about 0.29 ms (near
+the core's peak, and less than the 0.39 ms plain GEMM, whose narrow side of 16 is its worst
+shape) and the gather about 0.17 ms: 0.07 ms for the first, column-shift copy (26,880 runs
+of W_out = 10 values) and 0.10 ms for the second (runs of 100). NumPy's copy pays about
+5 ns per innermost loop, and with float items its innermost loop is one run, so the gather
+first took 0.25 ms (1.45x); copying each run as one opaque item (``_copy_blocks``) makes the
+innermost loop run over the runs. Every other gather measured was slower: one strided copy;
+the whole batch at once, with one wide GEMM (16 x 150) @ (150 x 6400) (0.42 ms for that GEMM
+alone); cache-sized tiles from 64 KiB to 4 MiB (no consistent difference); a reused buffer;
+one fancy-index ``take`` from precomputed flat indices (0.53 ms for the take alone); the
+windows copied once in the (N*L, C*kh*kw) order of the plain GEMM (runs of kw values, 1.35 ms
+in all); output rows of the padded width, one copy with runs of 136 values but 36% more GEMM
+columns; and no second copy at all, five GEMMs over the kernel rows (K = 30 each) reading the
+column-shifted copy in place as strided matrices (as fast as the second copy plus one GEMM:
+the narrower GEMMs lose what the copy saves). Only a design without columns (a direct or
+Winograd kernel in compiled code, as in oneDNN) avoids the gather.
 """
 
 from __future__ import annotations
@@ -719,7 +721,9 @@ def run(
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (what ``--json`` writes)."""
     threads = threads or os.cpu_count() or 1
-    repeat = repeat or (2 if quick else 7)
+    # A GPU's times of small layers jitter with the host's launch latency: more (and cheap)
+    # runs find their floor.
+    repeat = repeat or (2 if quick else 7 if backend_name == "numpy" else 30)
     if timer == "cpu" and (threads > 1 or backend_name == "cupy"):
         raise ValueError("bench: --timer cpu measures only single-threaded CPU runs (--threads 1)")
     backend = _Backend(backend_name, threads, timer)

@@ -3,7 +3,7 @@
 Every fixed-window pooling here is built on the windows of
 :func:`~cnn_course.ops.conv.im2col`: pad the input (with ``-inf`` for max pooling, so padding
 never wins; with zeros for average pooling), unfold every window into a column, reduce each
-column (on a GPU the columns are read in place, as a strided view). Average pooling's
+column (on a GPU, one kernel reads the windows in place instead). Average pooling's
 backward pass builds the column gradient and folds it back with
 :func:`~cnn_course.ops.conv.col2im`; max pooling's scatter-adds each window's gradient onto
 its arg-max. Both sum where windows overlap, so
@@ -237,14 +237,12 @@ def _pool_windows(x: Array, win: _Window, fill: float) -> Array:
     """Every pooling window of ``x``: array (N, C, kh, kw, H_out, W_out), padded with ``fill``.
 
     Axes 2 and 3 are the window's rows and columns (unfold's layout), so the first maximum
-    in row-major order over them is the one PyTorch picks. On a CPU the windows are copied
-    into a contiguous array (NumPy reduces contiguous planes several times faster than a
-    strided view); on a GPU they stay a view, which one reduction kernel reads in place.
+    in row-major order over them is the one PyTorch picks. The windows are copied into a
+    contiguous array: NumPy reduces contiguous planes several times faster than a strided
+    view. (The CPU's path: on a GPU, kernels read the windows in place.)
     """
     xpad = _pad(x, _pads(x.shape[2:], win), fill)
     windows = _windows(xpad, win.kernel, win.stride, win.dilation, win.out, "abijhw")
-    if is_cupy_array(x):
-        return windows
     copied = array_module(x).empty(windows.shape, dtype=windows.dtype)
     _copy_blocks(copied, windows, 2)
     return copied
@@ -303,11 +301,23 @@ def _first_max(windows: Array) -> tuple[Array, Array]:
     return out, arg
 
 
-# On a GPU one kernel finds each window's maximum and its position, reading the window in
-# place (one thread per output); the CPU's loop over window positions would be kh*kw
-# launches. The rule is PyTorch's: the first maximum in row-major window order, or the last
-# NaN (every NaN replaces the running maximum), padding counting as -inf.
-_GPU_MAX_POOL = """
+# ------------------------------------------------------------------- GPU kernels
+
+# On a GPU each pooling pass is one elementwise kernel that reads the windows in place (the
+# CPU's loops over window positions would be kh*kw launches each):
+# - max: one thread per output finds the window's maximum and its position, by PyTorch's
+#   rule (the first maximum in row-major window order, or the last NaN: every NaN replaces
+#   the running maximum), padding counting as -inf;
+# - sum (average pooling): one thread per output, padding adding 0;
+# - backward: one thread per input value sums the gradients of the windows that hold it
+#   (for max pooling, only of those whose arg-max position is its offset in the window; ALL
+#   for average pooling), as col2im sums columns: no scatter, no atomic adds.
+_GPU_POOL_GEOMETRY = (
+    "int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, int32 SH, int32 SW, "
+    "int32 PT, int32 PL, int32 DH, int32 DW"
+)
+_GPU_POOL = {
+    "max": """
 const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
 T best = lowest;
 int position = 0;
@@ -324,38 +334,21 @@ for (int ki = 0; ki < KH; ++ki) {
 }
 out = best;
 arg = position;
-"""
-
-
-@functools.cache
-def _gpu_max_kernel(xp: Any) -> Any:
-    """The max-pooling kernel of CuPy module ``xp``, compiled once."""
-    params = (
-        "raw T x, T lowest, int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, "
-        "int32 SH, int32 SW, int32 PT, int32 PL, int32 DH, int32 DW"
-    )
-    return xp.ElementwiseKernel(params, "T out, int32 arg", _GPU_MAX_POOL, "max_pool")
-
-
-def _max_and_arg(x: Array, win: _Window) -> tuple[Array, Array]:
-    """Every window's maximum and the position of its first maximum: (N, C, H_out, W_out)
-    each, as :func:`_first_max` gives them."""
-    if not is_cupy_array(x):
-        return _first_max(_pool_windows(x, win, -math.inf))
-    xp = array_module(x)
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
-    out = xp.empty((n, c, oh, ow), dtype=x.dtype)
-    arg = xp.empty(out.shape, dtype=xp.int32)
-    geometry = (h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
-    _gpu_max_kernel(xp)(_flat(x), x.dtype.type(-math.inf), *geometry, out, arg)
-    return out, arg
-
-
-# The max-pooling backward on a GPU as a gather: one thread per input value sums the
-# gradients of the windows that hold it and chose it (their arg-max position is its offset in
-# the window), as col2im sums columns: no scatter, no atomic adds, no padded plane.
-_GPU_ROUTE_TO_ARG = """
+""",
+    "sum": """
+const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
+T sum = 0;
+for (int ki = 0; ki < KH; ++ki) {
+    const int y = oh * SH - PT + ki * DH;
+    if (y < 0 || y >= H) continue;
+    for (int kj = 0; kj < KW; ++kj) {
+        const int v = ow * SW - PL + kj * DW;
+        if (v >= 0 && v < W) sum += x[(plane * H + y) * W + v];
+    }
+}
+out = sum;
+""",
+    "backward": """
 const int k = (int)i, t1 = k / W, plane = t1 / H, v = k - t1 * W, y = t1 - plane * H;
 T sum = 0;
 for (int ki = 0; ki < KH; ++ki) {
@@ -365,32 +358,58 @@ for (int ki = 0; ki < KH; ++ki) {
         const int tv = v + PL - kj * DW;
         if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
         const int o = (plane * OH + ty / SH) * OW + tv / SW;
-        if (arg[o] == ki * KW + kj) sum += grad_out[o];
+        if (ALL || arg[o] == ki * KW + kj) sum += grad_out[o];
     }
 }
 grad_x = sum;
-"""
+""",
+}
+_GPU_POOL_ARGS = {
+    "max": ("raw T x, T lowest", "T out, int32 arg"),
+    "sum": ("raw T x", "T out"),
+    "backward": ("raw T grad_out, raw int32 arg, int32 ALL", "T grad_x"),
+}
 
 
 @functools.cache
-def _gpu_route_kernel(xp: Any) -> Any:
-    """The max-pooling backward kernel of CuPy module ``xp``, compiled once."""
-    params = (
-        "raw T grad_out, raw int32 arg, int32 H, int32 W, int32 OH, int32 OW, int32 KH, "
-        "int32 KW, int32 SH, int32 SW, int32 PT, int32 PL, int32 DH, int32 DW"
-    )
-    return xp.ElementwiseKernel(params, "T grad_x", _GPU_ROUTE_TO_ARG, "max_pool_backward")
+def _gpu_pool_kernel(xp: Any, kind: str) -> Any:
+    """The pooling kernel ``kind`` (a key of ``_GPU_POOL``) of CuPy module ``xp``."""
+    inputs, outputs = _GPU_POOL_ARGS[kind]
+    name = f"pool_{kind}"
+    return xp.ElementwiseKernel(f"{inputs}, {_GPU_POOL_GEOMETRY}", outputs, _GPU_POOL[kind], name)
 
 
-def _gpu_route_to_arg(grad_out: Array, arg: Array, x_shape, win: _Window) -> Array:
-    """Each window's gradient added onto the input value at its arg-max position ``arg``
-    (from :func:`_max_and_arg`), on a GPU: (N, C, H, W)."""
-    xp = array_module(grad_out)
+def _gpu_pool_geometry(x_shape: Sequence[int], win: _Window) -> tuple[int, ...]:
+    """The integer arguments of the pooling kernels, in ``_GPU_POOL_GEOMETRY`` order."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
-    geometry = (x_shape[2], x_shape[3], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+    return (x_shape[2], x_shape[3], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def _gpu_pool_backward(grad_out: Array, arg: Array | None, x_shape, win: _Window) -> Array:
+    """On a GPU, each window's gradient added onto the input values of the window (``arg``
+    None: average pooling) or only onto the one at its arg-max position ``arg`` (from
+    :func:`_max_and_arg`): (N, C, H, W)."""
+    xp = array_module(grad_out)
     grad_x = xp.empty(x_shape, dtype=grad_out.dtype)
-    _gpu_route_kernel(xp)(_flat(grad_out), _flat(arg), *geometry, grad_x)
+    positions = _flat(arg) if arg is not None else xp.zeros(1, dtype=xp.int32)
+    geometry = _gpu_pool_geometry(x_shape, win)
+    _gpu_pool_kernel(xp, "backward")(
+        _flat(grad_out), positions, int(arg is None), *geometry, grad_x
+    )
     return grad_x
+
+
+def _max_and_arg(x: Array, win: _Window) -> tuple[Array, Array]:
+    """Every window's maximum and the position of its first maximum: (N, C, H_out, W_out)
+    each, as :func:`_first_max` gives them."""
+    if not is_cupy_array(x):
+        return _first_max(_pool_windows(x, win, -math.inf))
+    xp = array_module(x)
+    out = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
+    arg = xp.empty(out.shape, dtype=xp.int32)
+    geometry = _gpu_pool_geometry(x.shape, win)
+    _gpu_pool_kernel(xp, "max")(_flat(x), x.dtype.type(-math.inf), *geometry, out, arg)
+    return out, arg
 
 
 def _window_max(x: Array, win: _Window) -> Array:
@@ -419,7 +438,7 @@ def _max_pool_backward(
     arg-max add up. Without ``indices`` the arg-max is recomputed from ``x`` in the padded
     plane, and gradients landing on padding are cropped away. Windows that do not overlap
     never share an arg-max, so their gradients are simply assigned. On a GPU the arg-max
-    recomputed from ``x`` is routed by one gather kernel instead (``_gpu_route_to_arg``)."""
+    recomputed from ``x`` is routed by one gather kernel instead (``_gpu_pool_backward``)."""
     n, c, h, w = x.shape
     values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
     apart = all(
@@ -430,7 +449,7 @@ def _max_pool_backward(
         return grad.reshape(x.shape)
     _, arg = _max_and_arg(x, win)
     if is_cupy_array(x):
-        return _gpu_route_to_arg(grad_out.astype(x.dtype, copy=False), arg, x.shape, win)
+        return _gpu_pool_backward(grad_out.astype(x.dtype, copy=False), arg, x.shape, win)
     hp, wp = _padded_size(x.shape[2:], win)
     index = _window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
     grad = scatter_add(values, index, hp * wp, unique=apart).reshape(n, c, hp, wp)
@@ -612,13 +631,20 @@ def _avg_divisor(x: Array, win: _Window, count_include_pad: bool) -> Array:
 
 
 def _avg_pool(x: Array, win: _Window, count_include_pad: bool) -> Array:
-    windows = _pool_windows(x, win, 0.0)
-    return windows.sum(axis=(2, 3)) / _avg_divisor(x, win, count_include_pad)
+    if is_cupy_array(x):
+        xp = array_module(x)
+        sums = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
+        _gpu_pool_kernel(xp, "sum")(_flat(x), *_gpu_pool_geometry(x.shape, win), sums)
+    else:
+        sums = _pool_windows(x, win, 0.0).sum(axis=(2, 3))
+    return sums / _avg_divisor(x, win, count_include_pad)
 
 
 def _avg_pool_backward(grad_out: Array, x: Array, win: _Window, count_include_pad: bool) -> Array:
     xp = array_module(x)
     share = (grad_out / _avg_divisor(x, win, count_include_pad)).astype(x.dtype, copy=False)
+    if is_cupy_array(x):
+        return _gpu_pool_backward(share, None, x.shape, win)
     n, c = x.shape[:2]
     cols = xp.broadcast_to(share[:, :, None], (n, c, win.kernel[0] * win.kernel[1], *win.out))
     return _fold_windows(cols, x.shape, win)
