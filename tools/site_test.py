@@ -100,6 +100,13 @@ def check_page(browser_page, url: str, rel: str, root: Path, base: str) -> list[
     problems += [f"image did not load: {src}" for src in broken_images]
     if not (browser_page.title() or "").strip():
         problems.append("page has no title")
+    # A Markdown table that a cell displayed but nothing rendered shows up as "| a | b |" text.
+    raw_tables = browser_page.evaluate(
+        "Array.from(document.querySelectorAll('article p'))"
+        ".filter(p => /^\\s*\\|.*\\|\\s*$/m.test(p.textContent)).length"
+    )
+    if raw_tables:
+        problems.append(f"{raw_tables} Markdown table(s) shown as text, not rendered")
     problems += [f"console error: {e}" for e in errors]
     problems += [f"fetched from outside the site: {u}" for u in external]
     problems += internal_link_problems(root, html_file, html)
