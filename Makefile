@@ -23,7 +23,7 @@ help:
 	@echo "make test   - set up and run every test (lint, unit+oracle, grader, nbval, book -W, site)"
 	@echo "make grade  - grade the exercises in exercises/ (grade-report.json, grade-report.md)"
 	@echo "make bench  - benchmark the operations against GEMM, PyTorch and naive loops"
-	@echo "make gpu-test - run the test-suite on the CuPy backend (needs a CUDA GPU)"
+	@echo "make gpu-test - run the test-suite and the notebooks on the CuPy backend (needs a CUDA GPU)"
 
 $(VENV)/.installed-$(ORACLE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,9 +73,13 @@ grade: setup
 bench: setup
 	$(BIN)/cnn-course bench --threads 1 --timer cpu --repeat 10 --json book/data/bench_cpu.json
 
-gpu-test: setup
+# On a CUDA machine: the test-suite on CuPy, then every chapter and exercise notebook with the
+# CuPy backend (what a student gets after setting CNN_COURSE_BACKEND=cupy in Colab).
+gpu-test: setup notebooks
 	$(BIN)/python -m pip install $(PIP_QUIET) -e ".[gpu]" 2>&1 | $(PIP_FILTER)
 	$(BIN)/python -m pytest --backend cupy tests
+	CNN_COURSE_BACKEND=cupy $(BIN)/python -m pytest -n $(JOBS) --nbval-lax --dist loadfile \
+		--rootdir=. _build/nbval/notebooks exercises
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis grade-report.json grade-report.md

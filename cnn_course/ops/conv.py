@@ -20,7 +20,7 @@ N, C and the positions.
 
 On a GPU (CuPy arrays) the same design runs with other sizes: one GEMM per batch chunk (a GPU
 wants few, wide GEMMs; it has no cache for tiles to stay in), and im2col and col2im each one
-elementwise kernel (``_gpu_kernels``) instead of a chain of copies and shifted adds; a
+elementwise kernel (:mod:`cnn_course.ops._gpu`) instead of a chain of copies and shifted adds; a
 depthwise layer's forward pass and input gradient are one kernel each (``_gpu_depthwise``).
 
 Shapes: input ``(N, C, H, W)``; weight ``(C_out, C/groups, kh, kw)`` (PyTorch's layout);
@@ -44,6 +44,7 @@ from cnn_course._checks import (
     require_same_backend,
 )
 from cnn_course.backend import array_module, is_cupy_array
+from cnn_course.ops import _gpu as gpu
 
 __all__ = [
     "conv_output_size",
@@ -401,8 +402,7 @@ def _batch_columns(x: Array, geo: _Geometry, out_hw) -> Array:
     rows = x.shape[1] // geo.groups * geo.kernel[0] * geo.kernel[1]
     if is_cupy_array(x):
         cols = xp.empty((geo.groups, rows, x.shape[0] * out_hw[0] * out_hw[1]), dtype=x.dtype)
-        im2col_kernel = _gpu_kernels(xp)[0]
-        im2col_kernel(_flat(x), *_gpu_geometry(x.shape, geo, out_hw), cols.reshape(-1))
+        gpu.run("im2col", (x,), _gpu_geometry(x.shape, geo, out_hw), cols)
         return cols
     view = _windows(_pad(x, geo.pads), geo.kernel, geo.stride, geo.dilation, out_hw, "bijahw")
     cols = xp.empty(view.shape, dtype=x.dtype)
@@ -410,115 +410,21 @@ def _batch_columns(x: Array, geo: _Geometry, out_hw) -> Array:
     return cols.reshape(geo.groups, rows, -1)
 
 
-# On a GPU, im2col and col2im in batch-last layout, columns (C, kh, kw, nb, H_out, W_out), are
-# one kernel each: one thread per column entry (im2col), or per input value (col2im, which
-# sums the entries that read it, so overlapping windows need no atomic adds). Padding is an
-# index test instead of a padded copy. Integer division bounds these kernels, so each thread
-# unravels its index with one division per axis, in 32 bits (64-bit division costs several
-# times more): a batch chunk's columns stay far below 2**31 entries (COLUMN_BUDGET_BYTES),
-# and so does its input.
-_GPU_GEOMETRY = (
-    "int32 C, int32 H, int32 W, int32 NB, int32 OH, int32 OW, int32 KH, int32 KW, "
-    "int32 SH, int32 SW, int32 PT, int32 PL, int32 DH, int32 DW"
-)
-_GPU_IM2COL = """
-const int k = (int)i, t1 = k / OW, t2 = t1 / OH, t3 = t2 / NB, t4 = t3 / KW, c = t4 / KH;
-const int ow = k - t1 * OW, oh = t1 - t2 * OH, n = t2 - t3 * NB;
-const int kj = t3 - t4 * KW, ki = t4 - c * KH;
-const int y = oh * SH - PT + ki * DH, v = ow * SW - PL + kj * DW;
-cols = (y >= 0 && y < H && v >= 0 && v < W) ? x[((n * C + c) * H + y) * W + v] : (T)0;
-"""
-_GPU_COL2IM = """
-const int k = (int)i, t1 = k / W, t2 = t1 / H, n = t2 / C;
-const int v = k - t1 * W, y = t1 - t2 * H, c = t2 - n * C;
-T sum = 0;
-for (int ki = 0; ki < KH; ++ki) {
-    const int ty = y + PT - ki * DH;
-    if (ty < 0 || ty % SH != 0 || ty / SH >= OH) continue;
-    for (int kj = 0; kj < KW; ++kj) {
-        const int tv = v + PL - kj * DW;
-        if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
-        sum += cols[((((c * KH + ki) * KW + kj) * NB + n) * OH + ty / SH) * OW + tv / SW];
-    }
-}
-x = sum;
-"""
-# Depthwise layers on a GPU: the forward pass and the input gradient are one kernel each, a
-# weighted sum over the kh*kw window (forward: one thread per output value; input gradient:
-# per input value, gathering as col2im does); the weight gradient takes im2col + GEMM.
-_GPU_DEPTHWISE = {
-    "forward": """
-const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
-const int c = plane % C;
-T sum = 0;
-for (int ki = 0; ki < KH; ++ki) {
-    const int y = oh * SH - PT + ki * DH;
-    if (y < 0 || y >= H) continue;
-    for (int kj = 0; kj < KW; ++kj) {
-        const int v = ow * SW - PL + kj * DW;
-        if (v >= 0 && v < W) sum += a[(plane * H + y) * W + v] * weight[(c * KH + ki) * KW + kj];
-    }
-}
-out = sum;
-""",
-    "input_grad": """
-const int k = (int)i, t1 = k / W, plane = t1 / H, v = k - t1 * W, y = t1 - plane * H;
-const int c = plane % C;
-T sum = 0;
-for (int ki = 0; ki < KH; ++ki) {
-    const int ty = y + PT - ki * DH;
-    if (ty < 0 || ty % SH != 0 || ty / SH >= OH) continue;
-    for (int kj = 0; kj < KW; ++kj) {
-        const int tv = v + PL - kj * DW;
-        if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
-        sum += a[(plane * OH + ty / SH) * OW + tv / SW] * weight[(c * KH + ki) * KW + kj];
-    }
-}
-out = sum;
-""",
-}
-
-
-@functools.cache
-def _gpu_kernels(xp: Any) -> tuple[Any, Any]:
-    """The (im2col, col2im) elementwise kernels of CuPy module ``xp``, compiled once."""
-    return (
-        xp.ElementwiseKernel("raw T x, " + _GPU_GEOMETRY, "T cols", _GPU_IM2COL, "im2col"),
-        xp.ElementwiseKernel("raw T cols, " + _GPU_GEOMETRY, "T x", _GPU_COL2IM, "col2im"),
-    )
-
-
-@functools.cache
-def _gpu_depthwise_kernel(xp: Any, direction: str) -> Any:
-    """The depthwise kernel (``"forward"`` or ``"input_grad"``) of CuPy module ``xp``."""
-    params = "raw T a, raw T weight, " + _GPU_GEOMETRY
-    return xp.ElementwiseKernel(params, "T out", _GPU_DEPTHWISE[direction], "depthwise")
-
-
 def _gpu_depthwise(a: Array, weight: Array, geo: _Geometry, hw, direction: str) -> Array:
     """A depthwise layer's forward pass (``a`` = x (N, C, H, W), ``hw`` the output size) or
-    input gradient (``a`` = grad_out (N, C, H_out, W_out), ``hw`` the input size) on a GPU."""
+    input gradient (``a`` = grad_out (N, C, H_out, W_out), ``hw`` the input size) on a GPU,
+    with ``weight`` (C, 1, kh, kw). Average pooling is the same with a constant weight."""
     xp = array_module(a, weight)
     n, c = a.shape[:2]
     x_hw, out_hw = (a.shape[2:], hw) if direction == "forward" else (hw, a.shape[2:])
     out = xp.empty((n, c, *hw), dtype=a.dtype)
-    geometry = _gpu_geometry((n, c, *x_hw), geo, out_hw)
-    _gpu_depthwise_kernel(xp, direction)(_flat(a), _flat(weight), *geometry, out)
+    gpu.run(f"depthwise_{direction}", (a, weight), _gpu_geometry((n, c, *x_hw), geo, out_hw), out)
     return out
 
 
-def _flat(a: Array) -> Array:
-    """``a`` as a contiguous 1-D array: the kernels index it with one flat offset, where an
-    n-d raw array would have its offset unravelled over the axes in every thread."""
-    return array_module(a).ascontiguousarray(a).reshape(-1)
-
-
 def _gpu_geometry(x_shape: Sequence[int], geo: _Geometry, out_hw) -> tuple[int, ...]:
-    """The integer arguments of the GPU kernels, in ``_GPU_GEOMETRY`` order."""
-    nb, c, h, w = x_shape
-    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
-    (top, _), (left, _) = geo.pads
-    return (c, h, w, nb, *out_hw, kh, kw, sh, sw, top, left, dh, dw)
+    """The geometry arguments of the GPU kernels (:data:`cnn_course.ops._gpu.GEOMETRY`)."""
+    return gpu.geometry(x_shape, geo.kernel, geo.stride, geo.pads, geo.dilation, out_hw)
 
 
 def _grad_matrix(grad_out: Array, groups: int) -> Array:
@@ -650,9 +556,7 @@ def _input_grad(grad_out: Array, weight: Array, geo: _Geometry, x_shape) -> Arra
             continue
         if batch_last and is_cupy_array(part):
             dcols = xp.matmul(w_t, _grad_matrix(part, g))
-            col2im_kernel = _gpu_kernels(xp)[1]
-            geometry = _gpu_geometry((nb, c, h, w), geo, out_hw)
-            col2im_kernel(_flat(dcols), *geometry, grad_x[chunk].reshape(-1))
+            gpu.run("col2im", (dcols,), _gpu_geometry((nb, c, h, w), geo, out_hw), grad_x[chunk])
             continue
         if batch_last:  # columns (C, kh, kw, nb, OH, OW) fold into (C, nb, Hp, Wp)
             dcols = xp.matmul(w_t, _grad_matrix(part, g))

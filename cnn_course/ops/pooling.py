@@ -17,7 +17,6 @@ names and defaults, ``stride=None`` meaning ``stride=kernel_size``, ``ceil_mode`
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -32,8 +31,9 @@ from cnn_course._checks import (
     require_same_backend,
 )
 from cnn_course.backend import array_module, is_cupy_array, np
+from cnn_course.ops import _gpu as gpu
 from cnn_course.ops._indexing import scatter_add
-from cnn_course.ops.conv import _copy_blocks, _flat, _pad, _windows, col2im
+from cnn_course.ops.conv import _copy_blocks, _pad, _windows, col2im
 
 __all__ = [
     "pool_output_size",
@@ -301,101 +301,25 @@ def _first_max(windows: Array) -> tuple[Array, Array]:
     return out, arg
 
 
-# ------------------------------------------------------------------- GPU kernels
-
-# On a GPU each pooling pass is one elementwise kernel that reads the windows in place (the
-# CPU's loops over window positions would be kh*kw launches each):
-# - max: one thread per output finds the window's maximum and its position, by PyTorch's
-#   rule (the first maximum in row-major window order, or the last NaN: every NaN replaces
-#   the running maximum), padding counting as -inf;
-# - sum (average pooling): one thread per output, padding adding 0;
-# - backward: one thread per input value sums the gradients of the windows that hold it
-#   (for max pooling, only of those whose arg-max position is its offset in the window; ALL
-#   for average pooling), as col2im sums columns: no scatter, no atomic adds.
-_GPU_POOL_GEOMETRY = (
-    "int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, int32 SH, int32 SW, "
-    "int32 PT, int32 PL, int32 DH, int32 DW"
-)
-_GPU_POOL = {
-    "max": """
-const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
-T best = lowest;
-int position = 0;
-for (int ki = 0; ki < KH; ++ki) {
-    const int y = oh * SH - PT + ki * DH;
-    for (int kj = 0; kj < KW; ++kj) {
-        const int v = ow * SW - PL + kj * DW;
-        const T value = (y >= 0 && y < H && v >= 0 && v < W) ? x[(plane * H + y) * W + v] : lowest;
-        if (value > best || value != value) {
-            best = value;
-            position = ki * KW + kj;
-        }
-    }
-}
-out = best;
-arg = position;
-""",
-    "sum": """
-const int k = (int)i, t1 = k / OW, plane = t1 / OH, ow = k - t1 * OW, oh = t1 - plane * OH;
-T sum = 0;
-for (int ki = 0; ki < KH; ++ki) {
-    const int y = oh * SH - PT + ki * DH;
-    if (y < 0 || y >= H) continue;
-    for (int kj = 0; kj < KW; ++kj) {
-        const int v = ow * SW - PL + kj * DW;
-        if (v >= 0 && v < W) sum += x[(plane * H + y) * W + v];
-    }
-}
-out = sum;
-""",
-    "backward": """
-const int k = (int)i, t1 = k / W, plane = t1 / H, v = k - t1 * W, y = t1 - plane * H;
-T sum = 0;
-for (int ki = 0; ki < KH; ++ki) {
-    const int ty = y + PT - ki * DH;
-    if (ty < 0 || ty % SH != 0 || ty / SH >= OH) continue;
-    for (int kj = 0; kj < KW; ++kj) {
-        const int tv = v + PL - kj * DW;
-        if (tv < 0 || tv % SW != 0 || tv / SW >= OW) continue;
-        const int o = (plane * OH + ty / SH) * OW + tv / SW;
-        if (ALL || arg[o] == ki * KW + kj) sum += grad_out[o];
-    }
-}
-grad_x = sum;
-""",
-}
-_GPU_POOL_ARGS = {
-    "max": ("raw T x, T lowest", "T out, int32 arg"),
-    "sum": ("raw T x", "T out"),
-    "backward": ("raw T grad_out, raw int32 arg, int32 ALL", "T grad_x"),
-}
-
-
-@functools.cache
-def _gpu_pool_kernel(xp: Any, kind: str) -> Any:
-    """The pooling kernel ``kind`` (a key of ``_GPU_POOL``) of CuPy module ``xp``."""
-    inputs, outputs = _GPU_POOL_ARGS[kind]
-    name = f"pool_{kind}"
-    return xp.ElementwiseKernel(f"{inputs}, {_GPU_POOL_GEOMETRY}", outputs, _GPU_POOL[kind], name)
-
-
-def _gpu_pool_geometry(x_shape: Sequence[int], win: _Window) -> tuple[int, ...]:
-    """The integer arguments of the pooling kernels, in ``_GPU_POOL_GEOMETRY`` order."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
-    return (x_shape[2], x_shape[3], oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+def _gpu_geometry(x_shape: Sequence[int], win: _Window) -> tuple[int, ...]:
+    """The geometry arguments of the GPU kernels (:mod:`cnn_course.ops._gpu`) for ``win``."""
+    return gpu.geometry(
+        x_shape, win.kernel, win.stride, _pads(x_shape[2:], win), win.dilation, win.out
+    )
 
 
 def _gpu_pool_backward(grad_out: Array, arg: Array | None, x_shape, win: _Window) -> Array:
     """On a GPU, each window's gradient added onto the input values of the window (``arg``
-    None: average pooling) or only onto the one at its arg-max position ``arg`` (from
-    :func:`_max_and_arg`): (N, C, H, W)."""
+    None: average pooling, a depthwise input gradient with a kernel of ones) or only onto the
+    one at its arg-max position ``arg`` (from :func:`_max_and_arg`): (N, C, H, W)."""
     xp = array_module(grad_out)
     grad_x = xp.empty(x_shape, dtype=grad_out.dtype)
-    positions = _flat(arg) if arg is not None else xp.zeros(1, dtype=xp.int32)
-    geometry = _gpu_pool_geometry(x_shape, win)
-    _gpu_pool_kernel(xp, "backward")(
-        _flat(grad_out), positions, int(arg is None), *geometry, grad_x
-    )
+    geometry = _gpu_geometry(x_shape, win)
+    if arg is None:
+        ones = xp.ones((x_shape[1], 1, *win.kernel), dtype=grad_out.dtype)
+        gpu.run("depthwise_input_grad", (grad_out, ones), geometry, grad_x)
+    else:
+        gpu.run("max_pool_backward", (grad_out, arg), geometry, grad_x)
     return grad_x
 
 
@@ -407,8 +331,8 @@ def _max_and_arg(x: Array, win: _Window) -> tuple[Array, Array]:
     xp = array_module(x)
     out = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
     arg = xp.empty(out.shape, dtype=xp.int32)
-    geometry = _gpu_pool_geometry(x.shape, win)
-    _gpu_pool_kernel(xp, "max")(_flat(x), x.dtype.type(-math.inf), *geometry, out, arg)
+    lowest = x.dtype.type(-math.inf)
+    gpu.run("max_pool", (x, lowest), _gpu_geometry(x.shape, win), out, arg)
     return out, arg
 
 
@@ -631,10 +555,11 @@ def _avg_divisor(x: Array, win: _Window, count_include_pad: bool) -> Array:
 
 
 def _avg_pool(x: Array, win: _Window, count_include_pad: bool) -> Array:
-    if is_cupy_array(x):
+    if is_cupy_array(x):  # a depthwise convolution with a kernel of ones
         xp = array_module(x)
         sums = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
-        _gpu_pool_kernel(xp, "sum")(_flat(x), *_gpu_pool_geometry(x.shape, win), sums)
+        ones = xp.ones((x.shape[1], 1, *win.kernel), dtype=x.dtype)
+        gpu.run("depthwise_forward", (x, ones), _gpu_geometry(x.shape, win), sums)
     else:
         sums = _pool_windows(x, win, 0.0).sum(axis=(2, 3))
     return sums / _avg_divisor(x, win, count_include_pad)
