@@ -11,8 +11,8 @@ LeNet's layers; float32) it times ``conv2d`` forward and backward against
 (c) the naive loop definition ``conv2d_naive``, on a small batch of the small shapes.
 
 A depthwise layer (one 3x3 filter per channel, stride 1) runs the direct path of ``conv2d``
-on a CPU (no columns, no GEMM), so its "GEMM" column, the batch of one-row matrix products the
-im2col path would run, is only a reference and not held to the GEMM target there.
+(no columns, no GEMM; on a GPU one kernel), so its "GEMM" column, the batch of one-row matrix
+products the im2col path would run, is only a reference and not held to the GEMM target.
 
 Then max and average pooling forward and backward against PyTorch. PyTorch's max-pooling
 backward receives the indices its forward saved; ours by default recomputes them from ``x``
@@ -279,10 +279,10 @@ def _bench_conv(shape: tuple, backend: _Backend, repeat: int, rng) -> dict[str, 
             "groups": groups,
         },
         "gemm_shape": [n * oh * ow, c * k * k, f],
-        # conv2d's path: a depthwise layer with stride 1 runs without columns or GEMM
-        # the direct depthwise path is the CPU's; on a GPU every layer runs im2col + GEMM
+        # conv2d's path: a depthwise layer runs without columns or GEMM on a CPU with
+        # stride 1, and on a GPU always
         "path": "direct"
-        if groups == c == f and stride == 1 and backend.name == "numpy"
+        if groups == c == f and (stride == 1 or backend.name == "cupy")
         else "im2col",
         "times_s": times,
         "ratios": {
