@@ -16,10 +16,16 @@ Every builder only records shapes: no weight is allocated until it is used, so
   after every convolution (torchvision has no MobileNetV1). The paper's Table 1 lists the
   13th depthwise convolution with stride 2 although its output stays 7x7; like the
   reference implementations we use stride 1 there.
+- ``densenet121``, ``efficientnet_b0``, ``convnext_tiny``: as in torchvision, with two
+  changes that leave every parameter and multiply-accumulate in place: stochastic depth (a
+  training-time regulariser without parameters) is left out, and ConvNeXt's two channel-wise
+  fully connected layers, which torchvision applies to an (N, H, W, C) view, are the
+  equivalent 1x1 convolutions on (N, C, H, W).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cnn_course import nn
@@ -35,6 +41,11 @@ __all__ = [
     "resnet50",
     "mobilenet_v1",
     "mobilenet_v2",
+    "densenet121",
+    "efficientnet",
+    "efficientnet_b0",
+    "EFFICIENTNET_SCALING",
+    "convnext_tiny",
 ]
 
 Array = Any
@@ -321,4 +332,179 @@ def mobilenet_v2(num_classes: int = 1000, seed: int | None = None) -> nn.Sequent
         nn.Flatten(),
         nn.Dropout(0.2),
         nn.Linear(1280, num_classes),
+    )
+
+
+def _dense_layer(in_channels: int, growth_rate: int, bn_size: int) -> nn.DenseConcat:
+    """DenseNet-BC layer: ``[x, conv3x3(relu(bn(conv1x1(relu(bn(x))))))]``, the 1x1
+    convolution to ``bn_size * growth_rate`` channels, the 3x3 adding ``growth_rate``."""
+    width = bn_size * growth_rate
+    return nn.DenseConcat(
+        nn.Identity(),
+        nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(),
+            nn.Conv2d(in_channels, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, growth_rate, 3, padding=1, bias=False),
+        ),
+    )
+
+
+def densenet121(num_classes: int = 1000, seed: int | None = None) -> nn.Sequential:
+    """DenseNet-121 (Huang et al. 2017, DenseNet-BC) as torchvision: 7x7/2 convolution to 64
+    channels + BN + ReLU, 3x3/2 max pool, four dense blocks of (6, 12, 24, 16) layers with
+    growth rate 32 (each layer sees the concatenation of all earlier outputs of its block),
+    transitions (BN, ReLU, 1x1 convolution halving the channels, 2x2 average pooling), BN,
+    ReLU, global average pooling and one fully connected layer. 7,978,856 parameters for
+    1000 classes."""
+    _seed(seed)
+    growth_rate, bn_size = 32, 4
+    layers: list[nn.Module] = [*nn.conv_bn_act(3, 64, 7, 2, 3).layers, nn.MaxPool2d(3, 2, 1)]
+    channels = 64
+    for i, count in enumerate((6, 12, 24, 16)):
+        for _ in range(count):
+            layers.append(_dense_layer(channels, growth_rate, bn_size))
+            channels += growth_rate
+        if i < 3:  # transition: halve the channels and the resolution
+            layers += [
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+                nn.Conv2d(channels, channels // 2, 1, bias=False),
+                nn.AvgPool2d(2, 2),
+            ]
+            channels //= 2
+    return nn.Sequential(
+        *layers,
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, num_classes),
+    )
+
+
+def _mbconv(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int, expand_ratio: int
+) -> nn.Module:
+    """EfficientNet's MBConv block (torchvision's ``MBConv``): MobileNetV2's inverted residual
+    with SiLU, a squeeze-and-excitation gate on the expanded channels (squeezed to a quarter
+    of the block's *input* channels) and an identity shortcut when the shapes allow it."""
+    hidden = _make_divisible(in_channels * expand_ratio)
+    silu = nn.SiLU
+    layers: list[nn.Module] = []
+    if hidden != in_channels:
+        layers += nn.conv_bn_act(in_channels, hidden, 1, activation=silu).layers
+    layers += nn.conv_bn_act(
+        hidden, hidden, kernel_size, stride, groups=hidden, activation=silu
+    ).layers
+    layers.append(nn.SqueezeExcitation(hidden, max(1, in_channels // 4), activation=silu))
+    layers += nn.conv_bn_act(hidden, out_channels, 1, activation=None).layers
+    body = nn.Sequential(*layers)
+    return nn.ResidualAdd(body) if stride == 1 and in_channels == out_channels else body
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of ``divisor``, never more than 10% down (the
+    TensorFlow rule torchvision uses to scale widths)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+# (expand_ratio, kernel_size, first stride, in_channels, out_channels, repeats) of EfficientNet-B0,
+# Tan and Le 2019, Table 1
+_EFFICIENTNET_B0 = (
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+)
+
+# (width multiplier, depth multiplier, input resolution, dropout) of B0-B3: the multipliers and
+# dropouts of torchvision, the resolutions of the paper (torchvision evaluates B2 at 288)
+EFFICIENTNET_SCALING = {
+    "b0": (1.0, 1.0, 224, 0.2),
+    "b1": (1.0, 1.1, 240, 0.2),
+    "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3),
+}
+
+
+def efficientnet(variant: str = "b0", num_classes: int = 1000, seed: int | None = None):
+    """EfficientNet-B0 to B3 (Tan and Le 2019) as torchvision: 3x3/2 convolution, MBConv
+    blocks (SiLU, squeeze-and-excitation) in seven stages, 1x1 convolution to four times the
+    last stage's width, global average pooling, dropout, one fully connected layer.
+
+    B1-B3 scale B0's channels by the width multiplier (rounded to multiples of 8) and each
+    stage's number of blocks by the depth multiplier (rounded up), and are meant for the input
+    resolution of :data:`EFFICIENTNET_SCALING` (compound scaling). Parameters for 1000 classes:
+    B0 5,288,548; B1 7,794,184; B2 9,109,994; B3 12,233,232."""
+    if variant not in EFFICIENTNET_SCALING:
+        raise ValueError(
+            f"efficientnet: variant must be one of {sorted(EFFICIENTNET_SCALING)}, got {variant!r}"
+        )
+    width, depth, _, dropout = EFFICIENTNET_SCALING[variant]
+    _seed(seed)
+    stem = _make_divisible(32 * width)
+    layers: list[nn.Module] = list(nn.conv_bn_act(3, stem, 3, 2, activation=nn.SiLU).layers)
+    channels = stem
+    for t, k, s, _, c, n in _EFFICIENTNET_B0:
+        c = _make_divisible(c * width)
+        for i in range(math.ceil(n * depth)):
+            layers.append(_mbconv(channels, c, k, s if i == 0 else 1, t))
+            channels = c
+    layers += nn.conv_bn_act(channels, 4 * channels, 1, activation=nn.SiLU).layers
+    return nn.Sequential(
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(4 * channels, num_classes),
+    )
+
+
+def efficientnet_b0(num_classes: int = 1000, seed: int | None = None) -> nn.Sequential:
+    """EfficientNet-B0 as torchvision: 16 MBConv blocks, 1x1 convolution to 1280, dropout 0.2.
+    5,288,548 parameters for 1000 classes (see :func:`efficientnet`)."""
+    return efficientnet("b0", num_classes, seed)
+
+
+def _convnext_block(dim: int) -> nn.ResidualAdd:
+    """ConvNeXt block: ``x + gamma * pw2(gelu(pw1(layernorm(dwconv7x7(x)))))``, the 1x1
+    ("pointwise") convolutions dim -> 4 dim -> dim, ``gamma`` a layer scale (init 1e-6)."""
+    return nn.ResidualAdd(
+        nn.Sequential(
+            nn.Conv2d(dim, dim, 7, padding=3, groups=dim),
+            nn.LayerNorm2d(dim, eps=1e-6),
+            nn.Conv2d(dim, 4 * dim, 1),
+            nn.GELU(),
+            nn.Conv2d(4 * dim, dim, 1),
+            nn.LayerScale(dim, 1e-6),
+        )
+    )
+
+
+def convnext_tiny(num_classes: int = 1000, seed: int | None = None) -> nn.Sequential:
+    """ConvNeXt-T (Liu et al. 2022) as torchvision: a 4x4/4 "patchify" convolution to 96
+    channels + LayerNorm, four stages of (3, 3, 9, 3) ConvNeXt blocks on 96, 192, 384, 768
+    channels, each stage after the first opened by LayerNorm + 2x2/2 convolution, then global
+    average pooling, LayerNorm and one fully connected layer. 28,589,128 parameters for 1000
+    classes."""
+    _seed(seed)
+    dims, depths = (96, 192, 384, 768), (3, 3, 9, 3)
+    layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 4, 4), nn.LayerNorm2d(dims[0], eps=1e-6)]
+    for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
+        if i > 0:
+            layers += [nn.LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dim, 2, 2)]
+        layers += [_convnext_block(dim) for _ in range(depth)]
+    return nn.Sequential(
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.LayerNorm2d(dims[-1], eps=1e-6),
+        nn.Flatten(),
+        nn.Linear(dims[-1], num_classes),
     )

@@ -2,11 +2,16 @@
 
 - ``book/appendix/question_index.md``: every interview question, grouped by source
   document, linked to the section that answers it (its MyST label ``(q000-3-6)=``).
-- ``book/appendix/errata.md``: every question whose source answer is wrong, with what is
-  wrong and a link to the section that proves the correct answer.
+- ``book/appendix/errata.md``: every question whose source answer is wrong
+  (``seed_answer_kind: error``), with what is wrong and a link to the section that proves the
+  correct answer, in three sections by the entry's ``erratum_kind``: ``wrong`` (the source
+  states something false), ``imprecise`` (over-simplified, incomplete or loosely worded, not
+  false) and ``extraction`` (a symbol, formula or figure lost when the document was extracted
+  to text). An erratum without a valid ``erratum_kind`` makes the generator (and ``--check``)
+  fail with a message naming its id.
 
 Run ``python tools/build_appendices.py`` after adding or renaming a labelled section
-(``make book`` runs it); ``tests/test_book.py`` fails when the committed pages are stale.
+(``make book`` runs it); ``tests/test_repository.py`` fails when the committed pages are stale.
 Pass ``--check`` to only report whether they are up to date.
 """
 
@@ -29,6 +34,8 @@ SEED_TITLES = {
     "002": "Document 002: Deep-learning interview questions (54 questions)",
     "003": "Document 003: CNN and vision practice",
     "004": "Document 004: Mixed interview questions and practice",
+    # questions the course adds (``seed: added``), which no source document asks
+    "added": "Added by the course: vision interviews today",
 }
 
 
@@ -54,8 +61,33 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def code_and_tests(questions: list[dict]) -> dict[str, tuple[str, str]]:
+    """For each operation named in the questions' ``ops``, where the package defines it
+    (``ops.conv.conv2d``, the public module first) and the test file that tests that module
+    (``tests/ops/test_conv.py``, tests mirror the package), both as code literals: the book
+    builds offline, so these are names a reader finds with a search, not links."""
+    package = ROOT / "cnn_course"
+    names = {op for q in questions for op in q.get("ops") or []}
+    found: dict[str, tuple[str, str]] = {}
+    # the operations first, then the other public modules; never a private one or the grader
+    modules = sorted(
+        (p for p in package.rglob("*.py") if "grading" not in p.relative_to(package).parts),
+        key=lambda p: ("/_" in p.relative_to(ROOT).as_posix(), "ops" not in p.parts, p),
+    )
+    for path in modules:
+        text = path.read_text(encoding="utf-8")
+        for name in names - set(found):
+            if re.search(rf"^(def|class) {re.escape(name)}\b", text, re.MULTILINE):
+                module = path.relative_to(package).with_suffix("")
+                test = Path("tests", *module.parts[:-1], f"test_{module.name}.py")
+                test_text = f"`{test.as_posix()}`" if (ROOT / test).exists() else "-"
+                found[name] = (f"`{'.'.join(module.parts)}.{name}`", test_text)
+    return found
+
+
 def question_index(questions: list[dict], labels: dict[str, Path]) -> str:
     answered = sum(label_of(q["id"]) in labels for q in questions)
+    where_defined = code_and_tests(questions)
     out = [
         "(question-index)=",
         "# Interview question index",
@@ -65,39 +97,100 @@ def question_index(questions: list[dict], labels: dict[str, Path]) -> str:
         "Marks: **corrected** means the source's answer is wrong and the book proves the right "
         "one (see the {ref}`errata`); **supplied** means the source gives no or a partial "
         "answer.",
+        "The last two columns name the library code that proves the answer (module and "
+        "function, in the `cnn_course` package) and the test file that checks it.",
         "",
     ]
     seed = None
     for q in questions:
-        doc = q["seed"][:3]
+        doc = q["seed"] if q["seed"] == "added" else q["seed"][:3]
         if doc != seed:
             seed = doc
             out += ["", f"## {SEED_TITLES.get(doc, 'Document ' + doc)}", ""]
-            out += ["| id | question | English | answered in |", "|---|---|---|---|"]
+            out += [
+                "| id | question | English | answered in | code | test |",
+                "|---|---|---|---|---|---|",
+            ]
         mark = {"error": " **corrected**", "missing": " **supplied**"}.get(
             q["seed_answer_kind"], ""
         )
         label = label_of(q["id"])
         where = f"{{ref}}`{label}`" if label in labels else "not yet answered"
-        out.append(f"| `{q['id']}` | {_cell(q['heading'])} | {_cell(q['en'])}{mark} | {where} |")
+        found = [where_defined[op] for op in q.get("ops") or [] if op in where_defined]
+        code = ", ".join(c for c, _ in found) or "-"
+        tests = ", ".join(dict.fromkeys(t for _, t in found if t != "-")) or "-"
+        out.append(
+            f"| `{q['id']}` | {_cell(q['heading'])} | {_cell(q['en'])}{mark} | {where} | "
+            f"{code} | {tests} |"
+        )
     return "\n".join(out) + "\n"
+
+
+ERRATUM_KINDS = {
+    "wrong": (
+        "Wrong",
+        "The source states something false: a formula, a number or a claim that the linked "
+        "section disproves with code or with the primary source.",
+    ),
+    "imprecise": (
+        "Imprecise or over-simplified",
+        "Not false, but loosely worded, incomplete or stated more generally than it holds, in "
+        "a way an interviewer would probe.",
+    ),
+    "extraction": (
+        "Lost in text extraction",
+        "The source was right, but a symbol, formula or figure was lost or garbled when the "
+        "document was extracted to text; the linked section restores it.",
+    ),
+}
+
+
+def _erratum_kinds(wrong: list[dict]) -> dict[str, str]:
+    """The ``erratum_kind`` of each erratum, by id; a missing or unknown kind stops the generator
+    (and ``--check``) with a message naming the ids."""
+    kinds = {q["id"]: q.get("erratum_kind") for q in wrong}
+    bad = [f"{qid} ({kind!r})" for qid, kind in kinds.items() if kind not in (None, *ERRATUM_KINDS)]
+    if bad:
+        raise SystemExit(
+            f"build_appendices: unknown erratum_kind in book/questions.yml for {', '.join(bad)}; "
+            f"expected one of: {', '.join(ERRATUM_KINDS)}"
+        )
+    missing = [qid for qid, kind in kinds.items() if kind is None]
+    if missing:
+        raise SystemExit(
+            "build_appendices: seed_answer_kind: error but no erratum_kind in book/questions.yml "
+            f"for {', '.join(missing)} (add erratum_kind: {' | '.join(ERRATUM_KINDS)})"
+        )
+    return kinds
 
 
 def errata(questions: list[dict], labels: dict[str, Path]) -> str:
     wrong = [q for q in questions if q["seed_answer_kind"] == "error"]
+    kinds = _erratum_kinds(wrong)
     out = [
         "(errata)=",
         "# Errata of the source answers",
         "",
-        f"{len(wrong)} of the {len(questions)} source answers are wrong in a way an interviewer "
+        f"{len(wrong)} of the {len(questions)} source answers contain an error an interviewer "
         "would notice. Each entry says what is wrong; the linked section states the correct "
-        "answer and proves it with code.",
+        "answer and proves it with code. The entries are sorted by kind:",
         "",
     ]
-    for q in wrong:
-        label = label_of(q["id"])
-        where = f"{{ref}}`{label}`" if label in labels else "correction not yet written"
-        out += [f"**`{q['id']}`** {q['heading']}", "", f": {q['seed_answer_issue']} ({where})", ""]
+    out += [f"- **{title}.** {meaning}" for title, meaning in ERRATUM_KINDS.values()]
+    for kind, (title, _) in ERRATUM_KINDS.items():
+        entries = [q for q in wrong if kinds[q["id"]] == kind]
+        out += ["", f"## {title} ({len(entries)})", ""]
+        if not entries:
+            out += ["None.", ""]
+        for q in entries:
+            label = label_of(q["id"])
+            where = f"{{ref}}`{label}`" if label in labels else "correction not yet written"
+            out += [
+                f"**`{q['id']}`** {q['heading']}",
+                "",
+                f": {q['seed_answer_issue']} ({where})",
+                "",
+            ]
     return "\n".join(out)
 
 

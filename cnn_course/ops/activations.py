@@ -7,10 +7,14 @@ returns the gradient of the array inputs: ``grad_x``, or ``(grad_x, grad_weight)
 
 Where a function has a kink (ReLU, Leaky ReLU, PReLU, ELU at 0, maxout ties) the backward
 uses the one-sided derivative PyTorch uses; the docstring says which.
+
+NumPy has no error function, so GELU's exact form uses :func:`erf`, W. J. Cody's rational
+approximations (Cody 1969) evaluated through the backend; it is a helper, not an exported op.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cnn_course._checks import (
@@ -35,6 +39,10 @@ __all__ = [
     "prelu_backward",
     "elu",
     "elu_backward",
+    "gelu",
+    "gelu_backward",
+    "silu",
+    "silu_backward",
     "softmax",
     "softmax_backward",
     "log_softmax",
@@ -206,6 +214,165 @@ def elu_backward(grad_out: Any, x: Any, alpha: float = 1.0) -> Any:
     _check_elementwise("elu_backward", grad_out, x)
     xp = array_module(x)
     return xp.where(x > 0, grad_out, grad_out * (alpha * xp.exp(xp.minimum(x, 0))))
+
+
+# ----------------------------------------------------------------------------- GELU, SiLU
+# W. J. Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23
+# (1969) 631-637; the coefficients of his CALERF routine (netlib specfun).
+_ERF_A = (
+    3.16112374387056560e00,
+    1.13864154151050156e02,
+    3.77485237685302021e02,
+    3.20937758913846947e03,
+    1.85777706184603153e-1,
+)
+_ERF_B = (
+    2.36012909523441209e01,
+    2.44024637934444173e02,
+    1.28261652607737228e03,
+    2.84423683343917062e03,
+)
+_ERF_C = (
+    5.64188496988670089e-1,
+    8.88314979438837594e00,
+    6.61191906371416295e01,
+    2.98635138197400131e02,
+    8.81952221241769090e02,
+    1.71204761263407058e03,
+    2.05107837782607147e03,
+    1.23033935479799725e03,
+    2.15311535474403846e-8,
+)
+_ERF_D = (
+    1.57449261107098347e01,
+    1.17693950891312499e02,
+    5.37181101862009858e02,
+    1.62138957456669019e03,
+    3.29079923573345963e03,
+    4.36261909014324716e03,
+    3.43936767414372164e03,
+    1.23033935480374942e03,
+)
+_ERF_P = (
+    3.05326634961232344e-1,
+    3.60344899949804439e-1,
+    1.25781726111229246e-1,
+    1.60837851487422766e-2,
+    6.58749161529837803e-4,
+    1.63153871373020978e-2,
+)
+_ERF_Q = (
+    2.56852019228982242e00,
+    1.87295284992346047e00,
+    5.27905102951428412e-1,
+    6.05183413124413191e-2,
+    2.33520497626869185e-3,
+)
+_RSQRT_PI = 0.5641895835477562869480794515607725858440
+
+
+def _ratio(z: Any, num: tuple[float, ...], den: tuple[float, ...]) -> Any:
+    """Cody's ``(num[-1] z^k + num[0] z^(k-1) + ... + num[k-1]) / (z^k + den[0] z^(k-1) + ...
+    + den[k-1])`` by Horner's rule, k = len(den)."""
+    k = len(den)
+    top, bottom = num[k] * z, z
+    for i in range(k - 1):
+        top = (top + num[i]) * z
+        bottom = (bottom + den[i]) * z
+    return (top + num[k - 1]) / (bottom + den[k - 1])
+
+
+def erf(x: Any) -> Any:
+    """Error function ``erf(x) = 2 / sqrt(pi) * integral_0^x exp(-t^2) dt``, elementwise.
+
+    W. J. Cody's rational Chebyshev approximations (his CALERF routine), evaluated on the
+    backend in the dtype of ``x``: ``x * R1(x^2)`` for ``|x| <= 0.46875``, and
+    ``1 - exp(-x^2) * R(|x|)`` with odd symmetry beyond (``R2`` up to 4, ``R3(1/x^2) / |x|``
+    above), where ``exp(-x^2)`` is split as ``exp(-u^2) exp(-(|x| - u)(|x| + u))`` with
+    ``u = trunc(16 |x|) / 16`` to keep its relative accuracy. In float64 it agrees with
+    ``math.erf`` to a few ulp (tests/ops/test_activations.py). Used by :func:`gelu`
+    (Chapter 13, q002-16); not an exported op.
+    """
+    require_float(x, "x", "erf")
+    xp = array_module(x)
+    y = xp.abs(x)
+    near = xp.minimum(y, 0.5)  # clipped so that inf never reaches the ratio
+    small = x * _ratio(near * near, _ERF_A, _ERF_B)
+    mid = _ratio(xp.minimum(y, 4.0), _ERF_C, _ERF_D)
+    far = xp.maximum(y, 4.0)
+    inv2 = 1 / (far * far)
+    tail = (_RSQRT_PI - inv2 * _ratio(inv2, _ERF_P, _ERF_Q)) / far
+    clipped = xp.minimum(y, 27.0)  # erfc(27) underflows to 0 in float64 anyway
+    u = xp.trunc(clipped * 16) / 16
+    erfc = xp.exp(-u * u) * xp.exp(-(clipped - u) * (clipped + u)) * xp.where(y <= 4, mid, tail)
+    return xp.where(y <= 0.46875, small, xp.sign(x) * (1 - erfc))
+
+
+_SQRT1_2 = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+def _check_approximate(op: str, approximate: Any) -> str:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return approximate
+
+
+def gelu(x: Any, approximate: str = "none") -> Any:
+    """Gaussian error linear unit (Hendrycks and Gimpel 2016), elementwise, any shape.
+
+    ``approximate="none"``: ``x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))``, with ``Phi`` the
+    standard normal CDF (PyTorch's default). ``approximate="tanh"``:
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, the approximation of the paper
+    (used by BERT and GPT-2). Both as ``torch.nn.functional.gelu``. Smooth, non-monotonic
+    (minimum about -0.17 near x = -0.75). Chapter 13 (q002-16, q003-activations).
+    """
+    approximate = _check_approximate("gelu", approximate)
+    _check_elementwise("gelu", None, x)
+    xp = array_module(x)
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
+        return 0.5 * x * (1 + xp.tanh(inner))
+    return 0.5 * x * (1 + erf(x * _SQRT1_2))
+
+
+def gelu_backward(grad_out: Any, x: Any, approximate: str = "none") -> Any:
+    """Gradient of ``gelu``, shape of ``x``.
+
+    Exact: ``grad_out * (Phi(x) + x phi(x))`` with ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``.
+    Tanh form, with ``t = tanh(u)``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``:
+    ``grad_out * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))``.
+    Chapter 13 (q002-16, q003-activations).
+    """
+    approximate = _check_approximate("gelu_backward", approximate)
+    _check_elementwise("gelu_backward", grad_out, x)
+    xp = array_module(x)
+    if approximate == "tanh":
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+        return grad_out * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    cdf = 0.5 * (1 + erf(x * _SQRT1_2))
+    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+    return grad_out * (cdf + x * pdf)
+
+
+def silu(x: Any) -> Any:
+    """Sigmoid linear unit ``x * sigmoid(x)``, elementwise, any shape, as
+    ``torch.nn.functional.silu``: Swish with beta = 1 (Elfwing et al. 2018; Ramachandran et
+    al. 2017). Smooth, non-monotonic (minimum about -0.28 near x = -1.28).
+    Chapter 13 (q002-16, q003-activations)."""
+    _check_elementwise("silu", None, x)
+    return x * sigmoid(x)
+
+
+def silu_backward(grad_out: Any, x: Any) -> Any:
+    """Gradient of ``silu``: ``grad_out * s * (1 + x (1 - s))`` with ``s = sigmoid(x)``.
+    Chapter 13 (q002-16, q003-activations)."""
+    _check_elementwise("silu_backward", grad_out, x)
+    s = sigmoid(x)
+    return grad_out * (s * (1 + x * (1 - s)))
 
 
 # ----------------------------------------------------------------------------- softmax

@@ -118,49 +118,91 @@ def _one_hot(labels: Any, n_classes: int) -> Any:
 
 
 # ----------------------------------------------------------------------------- cross-entropy
-def cross_entropy(logits: Any, target: Any, weight: Any = None) -> Any:
+def _check_smoothing(op: str, label_smoothing: Any) -> float:
+    label_smoothing = require_number(label_smoothing, "label_smoothing", op)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    return label_smoothing
+
+
+def cross_entropy(
+    logits: Any, target: Any, weight: Any = None, label_smoothing: float = 0.0
+) -> Any:
     """Softmax cross-entropy with class indices, mean over the samples.
 
     ``loss_i = -log softmax(logits_i)[target_i]``, computed with ``log_softmax`` (the
     max-shift), so logits like 1e4 give a finite, exact loss instead of ``log(0)``. With
     per-class ``weight`` it is PyTorch's weighted mean ``sum_i w[t_i] loss_i / sum_i w[t_i]``.
 
+    With ``label_smoothing = eps`` (Szegedy et al. 2016; Chapter 15, q002-41) the target is
+    the mixture ``(1 - eps) * one_hot(t) + eps / C``, exactly as
+    ``torch.nn.functional.cross_entropy(..., label_smoothing=eps)``:
+    ``(1 - eps) * CE + (eps / C) * sum_i sum_c w[c] * (-log p_ic) / sum_i w[t_i]``, where
+    the uniform term is weighted by the class weights too (all ones without ``weight``).
+
     Parameters
     ----------
     logits : array, shape (N, C) or (N, C, *)
     target : integer array, shape (N,) or (N, *), values in [0, C)
     weight : array, shape (C,), or None
+    label_smoothing : float in [0, 1]
 
     Returns
     -------
     scalar of the logits' dtype.
     """
-    _check_classes("cross_entropy", logits, target, weight=weight)
+    op = "cross_entropy"
+    eps = _check_smoothing(op, label_smoothing)
+    _check_classes(op, logits, target, weight=weight)
     xp = array_module(logits)
     rows, labels = _flatten(logits, target)
-    picked = _pick(log_softmax(rows, dim=1), labels)
+    log_p = log_softmax(rows, dim=1)
+    picked = _pick(log_p, labels)
     if weight is None:
-        return -xp.mean(picked)
+        loss = -xp.mean(picked)
+        if eps:
+            loss = (1 - eps) * loss - eps / rows.shape[1] * xp.mean(xp.sum(log_p, axis=1))
+        return loss
     w = weight[labels]
-    return -xp.sum(w * picked) / xp.sum(w)
+    total = xp.sum(w)
+    loss = -xp.sum(w * picked) / total
+    if eps:
+        smooth = -xp.sum(log_p * weight) / total
+        loss = (1 - eps) * loss + eps / rows.shape[1] * smooth
+    return loss
 
 
-def cross_entropy_backward(grad_out: Any, logits: Any, target: Any, weight: Any = None) -> Any:
+def cross_entropy_backward(
+    grad_out: Any, logits: Any, target: Any, weight: Any = None, label_smoothing: float = 0.0
+) -> Any:
     """Gradient of ``cross_entropy`` w.r.t. ``logits``: ``softmax(z) - one_hot(t)`` per
     sample, times ``grad_out / N`` (or ``grad_out * w[t_i] / sum w[t]`` with weights).
-    Shape of ``logits``."""
+    Shape of ``logits``.
+
+    With ``label_smoothing = eps`` and no weights the row gradient is
+    ``softmax(z) - ((1 - eps) * one_hot(t) + eps / C)``: the prediction minus the smoothed
+    target (Chapter 15, q002-41). With weights it is ``((1 - eps) * w[t] * (p - one_hot(t))
+    + (eps / C) * (sum(w) * p - w)) / sum_i w[t_i]``.
+    """
     op = "cross_entropy_backward"
+    eps = _check_smoothing(op, label_smoothing)
     _check_classes(op, logits, target, weight=weight)
     grad_out = _scalar_grad(op, grad_out, logits)
     xp = array_module(logits)
     rows, labels = _flatten(logits, target)
-    delta = softmax(rows, dim=1) - _one_hot(labels, rows.shape[1])
+    n_classes = rows.shape[1]
+    p = softmax(rows, dim=1)
+    delta = p - _one_hot(labels, n_classes)
     if weight is None:
-        scale = grad_out / rows.shape[0]
-    else:
-        w = weight[labels]
-        scale = (grad_out / xp.sum(w) * w)[:, None]
-    return _unflatten(delta * scale, logits)
+        if eps:
+            delta = (1 - eps) * delta + eps / n_classes * (n_classes * p - 1)
+        return _unflatten(delta * (grad_out / rows.shape[0]), logits)
+    w = weight[labels]
+    scale = grad_out / xp.sum(w)
+    grad = delta * w[:, None]
+    if eps:
+        grad = (1 - eps) * grad + eps / n_classes * (xp.sum(weight) * p - weight)
+    return _unflatten(grad * scale, logits)
 
 
 # ----------------------------------------------------------------------------- focal loss

@@ -40,6 +40,42 @@ def test_relu_family_hand_example(xp):
     assert_close(A.elu_backward(g, x, alpha=2.0), [1.0, 2.0, 1.0])
 
 
+def test_gelu_silu_hand_example(xp):
+    # GELU(x) = x Phi(x); from a normal table Phi(1) = 0.8413447460685429, Phi(-1) = 1 - Phi(1),
+    # phi(1) = exp(-1/2) / sqrt(2 pi) = 0.24197072451914337. GELU'(x) = Phi(x) + x phi(x).
+    x = xp.asarray([-1.0, 0.0, 1.0])
+    g = xp.ones(3)
+    assert_close(A.gelu(x), [-0.15865525393145707, 0.0, 0.8413447460685429], rtol=1e-15)
+    assert_close(
+        A.gelu_backward(g, x),
+        [0.15865525393145707 - 0.24197072451914337, 0.5, 0.8413447460685429 + 0.24197072451914337],
+        rtol=1e-15,
+    )
+    # The tanh form: exact at 0 (value 0, slope 1/2), within 1e-3 of the exact GELU at +-1.
+    assert_close(A.gelu(x, approximate="tanh")[1], 0.0)
+    assert_close(A.gelu_backward(g, x, approximate="tanh")[1], 0.5)
+    assert_close(A.gelu(x, approximate="tanh"), to_numpy(A.gelu(x)), rtol=0, atol=1e-3)
+    # SiLU(ln 3) = ln 3 * 3/4; SiLU'(x) = s (1 + x (1 - s)) = 3/4 (1 + ln 3 / 4); SiLU'(0) = 1/2.
+    x = xp.asarray([0.0, math.log(3)])
+    assert_close(A.silu(x), [0.0, 0.75 * math.log(3)])
+    assert_close(A.silu_backward(xp.ones(2), x), [0.5, 0.75 * (1 + math.log(3) / 4)])
+
+
+def test_erf_matches_math_erf(xp):
+    # Cody's approximation against the C library's erf: every interval (breaks at 0.46875 and
+    # 4), tiny and huge arguments, both signs; relative error within a few float64 ulp.
+    pieces = [np.linspace(-8, 8, 4001), np.geomspace(1e-300, 30, 601), [0.46875, 4.0, 27.0]]
+    host = np.concatenate([np.concatenate(pieces), -np.concatenate(pieces)])
+    expected = np.array([math.erf(v) for v in host])
+    assert_close(A.erf(xp.asarray(host)), expected, rtol=1e-15, atol=0)
+    assert_close(A.erf(xp.asarray([np.inf, -np.inf, 0.0])), [1.0, -1.0, 0.0], rtol=0, atol=0)
+    assert np.isnan(to_numpy(A.erf(xp.asarray([np.nan])))[0])
+    x32 = xp.asarray(host, dtype=xp.float32)
+    assert A.erf(x32).dtype == xp.float32
+    expected32 = np.array([math.erf(v) for v in to_numpy(x32).astype(np.float64)])
+    assert_close(A.erf(x32), expected32, rtol=0, atol=5e-7)
+
+
 def test_prelu_hand_example(xp):
     # Channel 0 slope 0.25, channel 1 slope 0.5, x of shape (N=1, C=2, L=2).
     x = xp.asarray([[[-4.0, 2.0], [-2.0, 6.0]]])
@@ -105,7 +141,18 @@ def test_maxout_matches_naive(xp, n, groups, pool, spatial, layout, seed):
 
 
 # ----------------------------------------------------------------------------- oracle
-ELEMENTWISE = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax", "log_softmax", "prelu"]
+ELEMENTWISE = [
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "softmax",
+    "log_softmax",
+    "prelu",
+]
 
 
 def _torch_call(torch, name, t, kwargs, weight):
@@ -133,6 +180,8 @@ def test_activation_matches_torch(xp, torch, name, data):
         kwargs["negative_slope"] = data.draw(st.floats(0.0, 0.5), label="slope")
     if name == "elu":
         kwargs["alpha"] = data.draw(st.floats(0.1, 2.0), label="alpha")
+    if name == "gelu":
+        kwargs["approximate"] = data.draw(st.sampled_from(["none", "tanh"]), label="approximate")
     channels = data.draw(st.sampled_from([1, shape[1]]), label="slopes") if ndim > 1 else 1
     w_host = rng.uniform(-0.5, 0.5, size=channels)
 
@@ -169,6 +218,9 @@ def _away_from_kinks(rng, shape):
         ("relu", {}),
         ("leaky_relu", {"negative_slope": 0.2}),
         ("elu", {"alpha": 1.5}),
+        ("gelu", {}),
+        ("gelu", {"approximate": "tanh"}),
+        ("silu", {}),
         ("softmax", {"dim": 0}),
         ("softmax", {"dim": -1}),
         ("log_softmax", {"dim": 1}),
@@ -212,6 +264,14 @@ def test_rejects_bad_input(xp):
         A.leaky_relu(x, negative_slope="0.1")
     with pytest.raises(TypeError, match="elu: alpha must be a real number"):
         A.elu(x, alpha=None)
+    with pytest.raises(ValueError, match="gelu: approximate must be 'none' or 'tanh', got 'fast'"):
+        A.gelu(x, approximate="fast")
+    with pytest.raises(ValueError, match=r"gelu_backward: grad_out has shape \(3,\) but"):
+        A.gelu_backward(xp.ones(3), x)
+    with pytest.raises(TypeError, match="silu: x must have a floating-point dtype"):
+        A.silu(xp.ones((2, 3), dtype=xp.int64))
+    with pytest.raises(TypeError, match="silu_backward: x must be a numpy or cupy ndarray"):
+        A.silu_backward(x, [1.0, 2.0])
     with pytest.raises(ValueError, match=r"prelu: weight has 2 slopes but x \(shape \(2, 3\)\)"):
         A.prelu(x, xp.ones(2))
     with pytest.raises(ValueError, match="prelu: weight must have 1 dimensions"):
@@ -237,9 +297,22 @@ def _all_calls(xp, x, g):
     yield A.maxout_backward(g_half, x, 2)
     yield A.prelu(x, w)
     yield from A.prelu_backward(g, x, w)
-    for name in ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax", "log_softmax"]:
+    for name in [
+        "sigmoid",
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "elu",
+        "gelu",
+        "silu",
+        "softmax",
+        "log_softmax",
+    ]:
         yield getattr(A, name)(x)
         yield getattr(A, name + "_backward")(g, x)
+    yield A.gelu(x, approximate="tanh")
+    yield A.gelu_backward(g, x, approximate="tanh")
+    yield A.erf(x)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -39,6 +39,31 @@ def test_cross_entropy_hand_example(xp):
     assert_close(grad, [[0.0625, 0.1875, -0.25], [-1.125, 0.375, 0.75]])
 
 
+def test_cross_entropy_label_smoothing_hand_example(xp):
+    logits, target = xp.asarray(CE_LOGITS), xp.asarray(CE_TARGET)
+    # Sample 0 alone, eps = 0.3, C = 3: smoothed target 0.7 * [0, 0, 1] + 0.1 = [0.1, 0.1, 0.8];
+    # loss -(0.1 ln 1/8 + 0.1 ln 3/8 + 0.8 ln 1/2) = 1.4 ln 2 - 0.1 ln 3; gradient p - target.
+    assert_close(
+        L.cross_entropy(logits[:1], target[:1], label_smoothing=0.3), 1.4 * LN2 - 0.1 * math.log(3)
+    )
+    grad = L.cross_entropy_backward(1.0, logits[:1], target[:1], label_smoothing=0.3)
+    assert_close(grad, [[0.025, 0.275, -0.3]])
+    # Weights [3, 1, 1]: 0.7 * 1.75 ln 2 + (0.3 / 3) * sum_i sum_c w_c (-ln p_ic) / (1 + 3),
+    # with sum_c w_c (-ln p_ic) = 13 ln 2 - ln 3 (sample 0) and 9 ln 2 (sample 1).
+    weight = xp.asarray([3.0, 1.0, 1.0])
+    assert_close(
+        L.cross_entropy(logits, target, weight, label_smoothing=0.3),
+        1.775 * LN2 - 0.025 * math.log(3),
+    )
+    # Rows ((1 - eps) w_t (p - y) + (eps / C) (sum(w) p - w)) / 4.
+    grad = L.cross_entropy_backward(1.0, logits, target, weight, label_smoothing=0.3)
+    assert_close(grad, [[-0.0375, 0.0875, -0.05], [-0.4375, 0.1375, 0.3]])
+    # label_smoothing = 0 is plain cross-entropy, 1 a uniform target.
+    assert_close(L.cross_entropy(logits, target, label_smoothing=0.0), 1.5 * LN2)
+    uniform = (3 * LN2 + 3 * LN2 - math.log(3) + LN2 + 2 * LN2 + 2 * LN2 + LN2) / 6
+    assert_close(L.cross_entropy(logits, target, label_smoothing=1.0), uniform)
+
+
 def test_cross_entropy_stable_for_huge_logits(xp):
     logits = xp.asarray([[1e4, 0.0], [1e4, 0.0]])
     target = xp.asarray([0, 1])
@@ -126,18 +151,22 @@ def test_cross_entropy_matches_torch(xp, torch, data):
     rng, logits, target, layout = _classification_case(data.draw)
     weighted = data.draw(st.booleans(), label="weighted")
     weight = rng.uniform(0.1, 3.0, size=logits.shape[1]) if weighted else None
+    eps = data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]), label="label_smoothing")
     g = float(rng.normal())
     t_weight = None if weight is None else torch.tensor(weight)
     expected, expected_grad = _torch_loss_and_grad(
         torch,
-        lambda t: torch.nn.functional.cross_entropy(t, torch.tensor(target), weight=t_weight),
+        lambda t: torch.nn.functional.cross_entropy(
+            t, torch.tensor(target), weight=t_weight, label_smoothing=eps
+        ),
         logits,
         g,
     )
     x, y = laid_out(xp, logits, layout), xp.asarray(target)
     w = None if weight is None else xp.asarray(weight)
-    assert_close(L.cross_entropy(x, y, w), expected, rtol=1e-12, atol=1e-9)
-    assert_close(L.cross_entropy_backward(g, x, y, w), expected_grad, rtol=1e-10, atol=1e-12)
+    assert_close(L.cross_entropy(x, y, w, eps), expected, rtol=1e-12, atol=1e-9)
+    grad = L.cross_entropy_backward(g, x, y, w, label_smoothing=eps)
+    assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.oracle
@@ -241,15 +270,16 @@ def _scalar_check(xp, f, backward, inputs, name):
     check_gradients(f, inputs, [backward(g, *inputs)], g, [name])
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2)])
-def test_cross_entropy_backward_gradcheck(xp, rng, weighted, shape):
+def test_cross_entropy_backward_gradcheck(xp, rng, weighted, shape, eps):
     x = xp.asarray(rng.normal(size=shape))
     y = xp.asarray(rng.integers(0, 3, size=(shape[0],) + shape[2:]))
     w = xp.asarray(rng.uniform(0.5, 2, size=3)) if weighted else None
     g = xp.asarray(1.7)
-    analytic = [L.cross_entropy_backward(g, x, y, w)]
-    check_gradients(lambda a: L.cross_entropy(a, y, w), [x], analytic, g, ["logits"])
+    analytic = [L.cross_entropy_backward(g, x, y, w, label_smoothing=eps)]
+    check_gradients(lambda a: L.cross_entropy(a, y, w, eps), [x], analytic, g, ["logits"])
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
@@ -316,6 +346,10 @@ def test_rejects_bad_input(xp):
         L.cross_entropy_backward(xp.ones(1), x, y)
     with pytest.raises(TypeError, match="cross_entropy_backward: grad_out must be a real"):
         L.cross_entropy_backward(None, x, y)
+    with pytest.raises(ValueError, match=r"cross_entropy: label_smoothing must be in \[0, 1\]"):
+        L.cross_entropy(x, y, label_smoothing=1.5)
+    with pytest.raises(TypeError, match="cross_entropy_backward: label_smoothing must be a real"):
+        L.cross_entropy_backward(1.0, x, y, label_smoothing="0.1")
     with pytest.raises(TypeError, match="mse_loss_backward: grad_out must be a float"):
         L.mse_loss_backward(xp.asarray(1), x, x)
     with pytest.raises(ValueError, match="focal_loss: gamma must be non-negative"):
@@ -346,6 +380,9 @@ def test_inputs_unchanged_and_dtype_kept(xp, rng, dtype):
         L.cross_entropy(x, y, w),
         L.cross_entropy_backward(g, x, y, w),
         L.cross_entropy_backward(1.0, x, y),
+        L.cross_entropy(x, y, w, label_smoothing=0.1),
+        L.cross_entropy_backward(g, x, y, w, label_smoothing=0.1),
+        L.cross_entropy_backward(g, x, y, label_smoothing=0.1),
         L.focal_loss(x, y, 2.0, w),
         L.focal_loss_backward(g, x, y, 2.0, w),
         L.hinge_loss(x, y),
