@@ -77,8 +77,18 @@ def test_each_question_is_labelled_at_most_once():
 
 
 def test_questions_in_the_book_match_the_catalogue():
-    """book/questions.yml is the catalogue shipped with the course; it must parse and keep its
-    141 stable ids."""
+    """book/questions.yml is the catalogue shipped with the course; it must parse and keep the
+    141 stable ids of the source documents. Questions the course adds (``seed: added``, ids
+    ``q900-<chapter>-<n>``) come after them, each answered by a labelled section."""
     questions = yaml.safe_load((ROOT / "book" / "questions.yml").read_text(encoding="utf-8"))
     ids = [q["id"] for q in questions]
-    assert len(ids) == 141 and len(set(ids)) == 141
+    seeded = [q["id"] for q in questions if q["seed"] != "added"]
+    added = [q for q in questions if q["seed"] == "added"]
+    assert len(seeded) == 141 and len(set(ids)) == len(ids)
+    assert ids[: len(seeded)] == seeded  # added questions are appended, never interleaved
+    chapters = (ROOT / "book" / "chapters").glob("*.md")
+    labels = "".join(p.read_text(encoding="utf-8") for p in chapters)
+    for q in added:
+        assert re.fullmatch(r"q900-\d+-\d+", q["id"]), q["id"]
+        assert q["seed_answer_kind"] == "ok" and q["seed_answer_issue"] == ""
+        assert f"({q['id']})=" in labels, f"{q['id']} has no section in the book"
