@@ -88,12 +88,19 @@ def code_and_tests(questions: list[dict]) -> dict[str, tuple[str, str]]:
 def question_index(questions: list[dict], labels: dict[str, Path]) -> str:
     answered = sum(label_of(q["id"]) in labels for q in questions)
     where_defined = code_and_tests(questions)
+    freq = question_frequencies(questions)
     out = [
         "(question-index)=",
         "# Interview question index",
         "",
-        f"All {len(questions)} questions of the five source documents, with the section that "
+        f"All {len(questions)} questions: the "
+        f"{sum(q['seed'] != 'added' for q in questions)} of the five source documents and the "
+        f"{sum(q['seed'] == 'added' for q in questions)} the course adds, with the section that "
         f"answers each. {answered} of {len(questions)} are answered in this edition.",
+        "They are grouped by topic, in the order of the book, and the most asked come first: "
+        "**asked in** says how many of the five source collections ask the question's concept "
+        "(**new**: a question the course adds). The id links to the answer; drill them all on "
+        "the {doc}`../practice` page.",
         "Marks: **corrected** means the source's answer is wrong and the book proves the right "
         "one (see the {ref}`errata`); **supplied** means the source gives no or a partial "
         "answer.",
@@ -101,29 +108,112 @@ def question_index(questions: list[dict], labels: dict[str, Path]) -> str:
         "function, in the `cnn_course` package) and the test file that checks it.",
         "",
     ]
-    seed = None
-    for q in questions:
-        doc = q["seed"] if q["seed"] == "added" else q["seed"][:3]
-        if doc != seed:
-            seed = doc
-            out += ["", f"## {SEED_TITLES.get(doc, 'Document ' + doc)}", ""]
-            out += [
-                "| id | question | English | answered in | code | test |",
-                "|---|---|---|---|---|---|",
-            ]
-        mark = {"error": " **corrected**", "missing": " **supplied**"}.get(
-            q["seed_answer_kind"], ""
-        )
-        label = label_of(q["id"])
-        where = f"{{ref}}`{label}`" if label in labels else "not yet answered"
-        found = [where_defined[op] for op in q.get("ops") or [] if op in where_defined]
-        code = ", ".join(c for c, _ in found) or "-"
-        tests = ", ".join(dict.fromkeys(t for _, t in found if t != "-")) or "-"
-        out.append(
-            f"| `{q['id']}` | {_cell(q['heading'])} | {_cell(q['en'])}{mark} | {where} | "
-            f"{code} | {tests} |"
-        )
+    for topic, entries in by_topic(questions, labels, freq):
+        out += ["", f"## {TOPIC_TITLES.get(topic, topic.replace('-', ' ').capitalize())}", ""]
+        out += [
+            "```{table}",
+            ":class: question-index",
+            "",
+            "| id | asked in | question | English | answered in | code | test |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for q in entries:
+            mark = {"error": " **corrected**", "missing": " **supplied**"}.get(
+                q["seed_answer_kind"], ""
+            )
+            label = label_of(q["id"])
+            answered_here = label in labels
+            where = f"{{ref}}`{label}`" if answered_here else "not yet answered"
+            qid = f"{{ref}}`{q['id']} <{label}>`" if answered_here else f"`{q['id']}`"
+            asked = "new" if q["seed"] == "added" else f"{freq[q['id']]}/5"
+            found = [where_defined[op] for op in q.get("ops") or [] if op in where_defined]
+            code = ", ".join(c for c, _ in found) or "-"
+            tests = ", ".join(dict.fromkeys(t for _, t in found if t != "-")) or "-"
+            out.append(
+                f"| {qid} | {asked} | {_cell(q['heading'])} | {_cell(q['en'])}{mark} | {where} | "
+                f"{code} | {tests} |"
+            )
+        out.append("```")
+    out += added_section(questions, labels)
     return "\n".join(out) + "\n"
+
+
+def added_section(questions: list[dict], labels: dict[str, Path]) -> list[str]:
+    """The questions the course adds (``seed: added``), listed once more in one section of
+    their own after the topics, in book order."""
+    added = [q for q in questions if q["seed"] == "added"]
+    if not added:
+        return []
+    out = ["", f"## {SEED_TITLES['added']}", ""]
+    out.append(
+        f"{len(added)} questions that interviews ask today and no source document covers, "
+        "answered in Part III; each is also listed under its topic above."
+    )
+    out.append("")
+    for q in added:
+        label = label_of(q["id"])
+        where = f"{{ref}}`{q['id']} <{label}>`" if label in labels else f"`{q['id']}`"
+        out.append(f"- {where}: {q['heading']}")
+    return out
+
+
+# Topic headings of the question index (a topic missing here gets its name, capitalised).
+TOPIC_TITLES = {
+    "motivation": "Why CNNs",
+    "convolution": "Convolution",
+    "conv-variants": "Convolution variants",
+    "pooling": "Pooling",
+    "cnn-overall": "CNNs overall",
+    "receptive-field": "Receptive field",
+    "params-flops": "Parameters and FLOPs",
+    "architectures": "Architectures",
+    "normalization": "Normalization",
+    "activations": "Activations",
+    "regularization": "Regularization and overfitting",
+    "optimization": "Optimization",
+    "initialization": "Initialization",
+    "losses": "Losses",
+    "training-practice": "Training practice",
+    "upsampling": "Up-sampling",
+    "detection": "Detection",
+    "metrics": "Metrics",
+    "classical-ml": "Classical machine learning",
+    "data": "Data",
+    "other-models": "Other models",
+    "python": "Python",
+}
+
+
+def question_frequencies(questions: list[dict]) -> dict[str, int]:
+    """How many of the five source collections ask each question's concept (the concept map
+    in ``book/questions.yml``'s header; see ``tools/build_practice.py``)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from build_practice import frequencies, parse_concepts
+    finally:
+        sys.path.pop(0)
+    text = (BOOK / "questions.yml").read_text(encoding="utf-8")
+    by_label = {label_of(q["id"]): q for q in questions}
+    return frequencies(by_label, parse_concepts(text, {q["id"] for q in questions}))
+
+
+def by_topic(
+    questions: list[dict], labels: dict[str, Path], freq: dict[str, int]
+) -> list[tuple[str, list[dict]]]:
+    """Questions grouped by topic; topics in the order of the first chapter that answers one
+    of theirs; within a topic the most asked first, then in catalogue order."""
+    groups: dict[str, list[dict]] = {}
+    for q in questions:
+        groups.setdefault(q["topic"], []).append(q)
+
+    def first_chapter(topic: str) -> str:
+        found = [
+            labels[label_of(q["id"])].name for q in groups[topic] if label_of(q["id"]) in labels
+        ]
+        return min(found, default="~")
+
+    order = sorted(groups, key=first_chapter)
+    return [(t, sorted(groups[t], key=lambda q: -freq[q["id"]])) for t in order]
 
 
 ERRATUM_KINDS = {
@@ -171,7 +261,8 @@ def errata(questions: list[dict], labels: dict[str, Path]) -> str:
         "(errata)=",
         "# Errata of the source answers",
         "",
-        f"{len(wrong)} of the {len(questions)} source answers contain an error an interviewer "
+        f"{len(wrong)} of the {sum(q['seed'] != 'added' for q in questions)} source answers "
+        "contain an error an interviewer "
         "would notice. Each entry says what is wrong; the linked section states the correct "
         "answer and proves it with code. The entries are sorted by kind:",
         "",
