@@ -25,11 +25,13 @@ Conventions
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnn_course._checks import nonnegative_pair, positive_pair
+from cnn_course import nn
+from cnn_course._receptive import ReceptiveField
 from cnn_course.backend import backend_module, np, to_numpy
 from cnn_course.ops.conv import conv_output_size, conv_transpose_output_size
 from cnn_course.ops.pooling import pool_output_size
@@ -52,75 +54,11 @@ __all__ = [
 Pair = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Receptive field of the units of one feature map, per axis ``(rows, cols)``.
-
-    Attributes
-    ----------
-    size : (int, int)
-        ``r``: how many input pixels one unit sees.
-    stride : (int, int)
-        Effective stride ``j`` ("jump"): input distance between neighbouring units.
-    padding : (int, int)
-        Effective padding ``P``: unit ``u`` sees input indices ``u j - P .. u j - P + r - 1``.
-    """
-
-    size: Pair = (1, 1)
-    stride: Pair = (1, 1)
-    padding: Pair = (0, 0)
-
-    def then(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
-        dilation: int | Sequence[int] = 1,
-    ) -> ReceptiveField:
-        """The receptive field after one more window layer (convolution or pooling)."""
-        k = positive_pair(kernel_size, "kernel_size", "receptive_field")
-        s = positive_pair(stride, "stride", "receptive_field")
-        p = nonnegative_pair(padding, "padding", "receptive_field")
-        d = positive_pair(dilation, "dilation", "receptive_field")
-        return ReceptiveField(
-            size=tuple(
-                r + (ki - 1) * di * j
-                for r, ki, di, j in zip(self.size, k, d, self.stride, strict=True)
-            ),
-            stride=tuple(j * si for j, si in zip(self.stride, s, strict=True)),
-            padding=tuple(
-                pp + pi * j for pp, pi, j in zip(self.padding, p, self.stride, strict=True)
-            ),
-        )
-
-    def union(self, *others: ReceptiveField) -> ReceptiveField:
-        """The receptive field of a sum or concatenation of branches: the union of their
-        regions (all branches must have the same effective stride to be aligned)."""
-        fields = (self, *others)
-        if len({f.stride for f in fields}) > 1:
-            raise ValueError(
-                "receptive_field: branches have different effective strides "
-                f"{[f.stride for f in fields]}, their units are not aligned"
-            )
-        left = tuple(max(f.padding[a] for f in fields) for a in range(2))
-        right = tuple(max(f.size[a] - f.padding[a] for f in fields) for a in range(2))
-        return ReceptiveField(
-            size=(left[0] + right[0], left[1] + right[1]), stride=self.stride, padding=left
-        )
-
-    def region(self, unit: Pair) -> tuple[Pair, Pair]:
-        """``((first_row, last_row), (first_col, last_col))`` of the input seen by ``unit``."""
-        return tuple(
-            (u * j - p, u * j - p + r - 1)
-            for u, j, p, r in zip(unit, self.stride, self.padding, self.size, strict=True)
-        )
-
-
-LayerSpec = Any  # a Module, or (kernel_size, stride[, padding[, dilation]])
+LayerOrWindow = Any  # a Module, or (kernel_size, stride[, padding[, dilation]])
 
 
 def receptive_field(
-    layers: LayerSpec | Iterable[LayerSpec], input_shape: Sequence[int] | None = None
+    layers: LayerOrWindow | Iterable[LayerOrWindow], input_shape: Sequence[int] | None = None
 ) -> ReceptiveField:
     """Receptive field of a network's deepest feature map.
 
@@ -139,7 +77,7 @@ def receptive_field(
         return summary(layers, input_shape).receptive_field
     rf = ReceptiveField()
     for i, layer in enumerate(layers):
-        params = layer.rf_params(None) if hasattr(layer, "rf_params") else layer
+        params = layer.describe().window if isinstance(layer, nn.Module) else layer
         if params is None:
             raise ValueError(
                 f"receptive_field: layer {i} ({type(layer).__name__}) has no fixed window; "
@@ -271,11 +209,8 @@ def summary(model: Any, input_shape: Sequence[int]) -> Summary:
     shape = _full_shape(input_shape)
     rows: list[Row] = []
 
-    def record(name: str, layer: Any, in_shape: tuple, out_shape: tuple, rf: Any) -> None:
-        own = sum(p.size for _, p in layer.named_parameters(recurse=False))
-        rows.append(
-            Row(name, type(layer).__name__, in_shape, out_shape, own, layer.macs(in_shape), rf)
-        )
+    def record(name: str, layer: Any, in_shape: tuple, spec: nn.LayerSpec, rf: Any) -> None:
+        rows.append(Row(name, spec.type, in_shape, spec.output_shape, spec.params, spec.macs, rf))
 
     out_shape, _ = model.trace(shape, ReceptiveField(), record, "")
     result = Summary(shape, tuple(out_shape), rows)
@@ -309,13 +244,14 @@ def empirical_receptive_field(
     The gradient of the outputs at position ``unit`` (default: the centre one; all channels,
     since after a concatenation different channels come from different branches) with
     respect to the input is non-zero exactly where the input can change that unit, provided
-    nothing cancels. To make sure nothing does, the measurement runs in eval mode (no dropout, batch
-    norm a fixed positive affine map) on a float64 copy of the weights set to positive
-    constants, biases 0 and an all-ones input: every pre-activation is then positive, so each
-    ReLU passes its gradient and every path contributes a positive amount. Max pooling sends
-    the gradient to a single arg-max per window, which depends on the input; the set of
-    pixels that *can* influence the unit is the whole window, so max pooling is measured as
-    average pooling over the same window. The weights are restored afterwards.
+    nothing cancels. To make sure nothing does, the measurement runs on a copy of the model
+    in eval mode (no dropout, batch norm a fixed positive affine map), with float64 weights
+    set to positive constants, biases 0 and an all-ones input: every pre-activation is then
+    positive, so each ReLU passes its gradient and every path contributes a positive amount.
+    Max pooling sends the gradient to a single arg-max per window, which depends on the
+    input; the set of pixels that *can* influence the unit is the whole window, so max
+    pooling is measured as average pooling over the same window. The model itself is left
+    untouched.
 
     Parameters
     ----------
@@ -323,42 +259,19 @@ def empirical_receptive_field(
     input_shape : (C, H, W) or (N, C, H, W)
     unit : (row, col) of the output unit, optional
     """
-    from cnn_course import nn
-
     shape = (1, *_full_shape(input_shape)[1:])
-    saved = [(p, p._data, p.dtype, p.grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    swapped = _pool_as_average(model, nn)
-    norms = [
-        (m, m.running_mean, m.running_var) for m in model.modules() if isinstance(m, nn._BatchNorm)
-    ]
-    try:
-        model.eval()
-        for m, _, _ in norms:  # fresh statistics (mean 0, variance 1): a positive scaling
-            m.running_mean = m.running_var = None
-        for p in model.parameters():
-            p.to("float64")
-            p.data = backend_module().full(p.shape, 0.0 if p.role == "bias" else 0.1)
-        x = backend_module().ones(shape, dtype="float64")
-        out = model.forward(x)
-        if out.ndim != 4:
-            raise ValueError(
-                "empirical_receptive_field: the model must output a feature map (N, C, H, W), "
-                f"got shape {tuple(out.shape)}"
-            )
-        unit = (out.shape[2] // 2, out.shape[3] // 2) if unit is None else tuple(unit)
-        grad_out = backend_module().zeros_like(out)
-        grad_out[0, :, unit[0], unit[1]] = 1.0
-        grad_x = model.backward(grad_out)
-    finally:
-        for layer in swapped:
-            del layer.forward, layer.backward
-        for m, mean, var in norms:
-            m.running_mean, m.running_var = mean, var
-        for p, data, dtype, grad in saved:
-            p._data, p.dtype, p.grad = data, dtype, grad
-        for m, training in modes:
-            m.training = training
+    probe = _probe(model)
+    x = backend_module().ones(shape, dtype="float64")
+    out = probe.forward(x)
+    if out.ndim != 4:
+        raise ValueError(
+            "empirical_receptive_field: the model must output a feature map (N, C, H, W), "
+            f"got shape {tuple(out.shape)}"
+        )
+    unit = (out.shape[2] // 2, out.shape[3] // 2) if unit is None else tuple(unit)
+    grad_out = backend_module().zeros_like(out)
+    grad_out[0, :, unit[0], unit[1]] = 1.0
+    grad_x = probe.backward(grad_out)
     mask = (to_numpy(grad_x)[0] != 0).any(axis=0)
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if rows.size == 0:
@@ -368,16 +281,32 @@ def empirical_receptive_field(
     return EmpiricalReceptiveField(size, span[0], span[1], unit, mask)
 
 
-def _pool_as_average(model: Any, nn: Any) -> list[Any]:
-    """Let each MaxPool2d of ``model`` compute an average over the same windows (instance
-    attributes that shadow its methods; deleting them restores max pooling)."""
+def _probe(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every path passes a positive gradient: eval mode (no
+    dropout; batch norm with fresh statistics, mean 0 and variance 1, a positive scaling),
+    float64 weights 0.1 and biases 0 (through the public ``Parameter.data``), and each
+    ``MaxPool2d`` replaced by an ``AvgPool2d`` over the same windows. The model itself is
+    left untouched."""
     pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     if any(layer.dilation != (1, 1) for layer in pools):
         raise ValueError("empirical_receptive_field: dilated max pooling is not supported")
-    for layer in pools:
-        avg = nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
-        layer.forward, layer.backward = avg.forward, avg.backward
-    return pools
+    probe = copy.deepcopy(model).eval()
+    xp = backend_module()
+    for module in probe.modules():
+        if hasattr(module, "running_mean"):  # batch norm: fresh statistics
+            module.running_mean = module.running_var = None
+        for name, value in vars(module).items():
+            if isinstance(value, nn.MaxPool2d):
+                setattr(module, name, _as_average(value))
+            elif isinstance(value, list):
+                value[:] = [_as_average(v) if isinstance(v, nn.MaxPool2d) else v for v in value]
+    for p in probe.parameters():
+        p.data = xp.full(p.shape, 0.0 if p.role == "bias" else 0.1, dtype="float64")
+    return probe
+
+
+def _as_average(layer: nn.MaxPool2d) -> nn.AvgPool2d:
+    return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
 
 
 def depthwise_separable_cost_ratio(out_channels: int, kernel_size: int) -> float:
@@ -389,3 +318,38 @@ def depthwise_separable_cost_ratio(out_channels: int, kernel_size: int) -> float
             f"got {out_channels} and {kernel_size}"
         )
     return 1 / out_channels + 1 / kernel_size**2
+
+
+def attention_macs(height: int, width: int, dim: int, window_size: int | None = None) -> int:
+    """Multiply-accumulates of one multi-head self-attention layer over an ``height x width``
+    grid of tokens of size ``dim`` (per sample; softmax and bias not counted).
+
+    The four projections (queries, keys, values, output) cost ``4 h w C^2``; the scores
+    ``Q K^T`` and the weighted sum of the values cost ``N^2 C`` each for ``N`` tokens that see
+    each other. Global attention (ViT, ``window_size=None``): ``N = h w``, so
+    ``4 h w C^2 + 2 (h w)^2 C``, quadratic in the number of tokens. Windowed attention (Swin,
+    ``window_size = M``): each token sees the ``M^2`` tokens of its window, so
+    ``4 h w C^2 + 2 M^2 h w C``, linear in it (Liu et al., 2021, equations 1 and 2). The
+    number of heads does not change the count (they split ``C``). Chapter 22 (q900-22-3).
+    """
+    for name, value in (("height", height), ("width", width), ("dim", dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"attention_macs: {name} must be a positive int, got {value!r}")
+    tokens = height * width
+    if window_size is None:
+        seen = tokens
+    else:
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(
+                f"attention_macs: window_size must be a positive int or None, got {window_size!r}"
+            )
+        if height % window_size or width % window_size:
+            raise ValueError(
+                f"attention_macs: window_size {window_size} must divide the grid "
+                f"{height} x {width} (Swin pads the feature map to a multiple)"
+            )
+        seen = window_size * window_size
+    return 4 * tokens * dim * dim + 2 * tokens * seen * dim
+
+
+__all__ += ["attention_macs"]

@@ -6,6 +6,7 @@ differentiable array inputs in the forward's order.
 """
 
 from cnn_course.ops.activations import *  # noqa: F403
+from cnn_course.ops.attention import *  # noqa: F403
 from cnn_course.ops.conv import *  # noqa: F403
 from cnn_course.ops.linear import *  # noqa: F403
 from cnn_course.ops.losses import *  # noqa: F403

@@ -8,8 +8,9 @@ hold parameters and wire the calls.
 
 Parameters are lazy: a :class:`Parameter` knows its shape, dtype and initializer and makes
 its array on first access of ``.data``. Building ``vgg16()`` therefore allocates nothing,
-and the shape-only methods every layer has (``output_shape``, ``macs``, ``rf_params`` and
-``trace``, used by :mod:`cnn_course.analysis`) never touch the weights.
+and the shape-only description every layer gives (:meth:`Module.describe`, a
+:class:`LayerSpec`: output shape, MACs, parameters, window; :meth:`Module.trace` walks a
+network with it for :mod:`cnn_course.analysis`) never touches the weights.
 
 Default initialisation is PyTorch's: convolution and linear weights
 ``kaiming_uniform_(a=sqrt(5))`` (i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), their biases
@@ -23,24 +24,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import cnn_course.functional as F
 from cnn_course import init
 from cnn_course._checks import nonnegative_pair, positive_pair, require_float, require_number
-from cnn_course.analysis import (
-    ReceptiveField,
-    conv_output_size,
-    conv_transpose_output_size,
-    pool_output_size,
-)
+from cnn_course._receptive import ReceptiveField
+from cnn_course._types import Array
 from cnn_course.backend import array_module, backend_module, np
+from cnn_course.ops.conv import conv_output_size, conv_transpose_output_size
+from cnn_course.ops.pooling import pool_output_size
 
 __all__ = [
     "manual_seed",
     "Parameter",
     "Module",
+    "LayerSpec",
     "Identity",
     "Sequential",
     "Conv2d",
@@ -53,6 +54,8 @@ __all__ = [
     "ELU",
     "Sigmoid",
     "Tanh",
+    "SiLU",
+    "GELU",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
@@ -60,6 +63,7 @@ __all__ = [
     "BatchNorm2d",
     "GroupNorm",
     "LayerNorm",
+    "LayerNorm2d",
     "Dropout",
     "Flatten",
     "ResidualAdd",
@@ -69,12 +73,15 @@ __all__ = [
     "InceptionModule",
     "DepthwiseSeparableConv",
     "InvertedResidual",
+    "SqueezeExcitation",
+    "LayerScale",
     "conv_bn_act",
 ]
 
 Shape = tuple[int, ...]
-Array = Any
-Record = Callable[[str, "Module", Shape, Shape, Any], None]
+Record = Callable[[str, "Module", Shape, "LayerSpec", Any], None]
+#: The window of a layer: (kernel_size, stride, padding, dilation), ints or pairs.
+Window = tuple[Any, Any, Any, Any]
 
 _seeds = np.random.SeedSequence(0)
 
@@ -187,6 +194,28 @@ _default_weight_init = partial(init.kaiming_uniform_, a=math.sqrt(5))
 # --------------------------------------------------------------------------------- Module
 
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer's public description for one input shape (what :mod:`cnn_course.analysis`
+    reads; nothing is allocated).
+
+    Attributes
+    ----------
+    type : the layer's class name
+    output_shape : shape of ``forward``'s output, N included
+    macs : multiply-accumulates per sample (convolutions and linear layers; 0 otherwise)
+    params : number of the layer's own parameters (not its children's)
+    window : (kernel_size, stride, padding, dilation) of a unit's window on the input, or
+        None when a unit has no fixed window (fully connected, global pooling, upsampling)
+    """
+
+    type: str
+    output_shape: Shape
+    macs: int
+    params: int
+    window: Window | None
+
+
 class Module:
     """Base layer: ``forward``, ``backward``, parameters, train/eval and shape analysis.
 
@@ -272,37 +301,49 @@ class Module:
         """Convert state that is not a Parameter (buffers); nothing by default."""
 
     # ---- shape-only analysis
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        """What this layer does to an input of ``input_shape`` (N included), from shapes
+        alone: a :class:`LayerSpec`. The default is an elementwise layer (same shape, no
+        MACs, a 1x1 window); a container sums over the layers :meth:`trace` visits. Without
+        ``input_shape`` only the window is known (``output_shape`` is None)."""
+        own = sum(p.size for _, p in self.named_parameters(recurse=False))
+        if input_shape is None:
+            return self._spec(None, window=None if self._has_children() else (1, 1, 0, 1))
+        if self._has_children():
+            specs: list[LayerSpec] = []
+            out, _ = self.trace(tuple(input_shape), None, lambda *a: specs.append(a[3]), "")
+            macs = sum(spec.macs for spec in specs)
+            return LayerSpec(type(self).__name__, tuple(out), macs, own, None)
+        return LayerSpec(type(self).__name__, tuple(input_shape), 0, own, (1, 1, 0, 1))
+
+    def _has_children(self) -> bool:
+        return any(True for _ in self.children())
+
+    def _spec(self, out: Shape | None, macs: int = 0, window: Window | None = None) -> LayerSpec:
+        """This leaf's :class:`LayerSpec`, its own parameters counted."""
+        own = sum(p.size for _, p in self.named_parameters(recurse=False))
+        shape = None if out is None else tuple(out)
+        return LayerSpec(type(self).__name__, shape, int(macs), own, window)
+
     def output_shape(self, input_shape: Shape) -> Shape:
         """Shape of ``forward``'s output for an input of ``input_shape`` (N included)."""
-        if any(True for _ in self.children()):
-            return self.trace(tuple(input_shape), None, _ignore, "")[0]
-        return tuple(input_shape)
+        return self.describe(input_shape).output_shape
 
     def macs(self, input_shape: Shape) -> int:
         """Multiply-accumulates per sample (convolutions and linear layers only)."""
-        if not any(True for _ in self.children()):
-            return 0
-        total = []
-        self.trace(tuple(input_shape), None, lambda n, m, i, o, r: total.append(m.macs(i)), "")
-        return sum(total)
-
-    def rf_params(self, input_shape: Shape | None) -> tuple | None:
-        """``(kernel_size, stride, padding, dilation)`` of this layer's window, or None when
-        a unit has no fixed window (fully connected, global pooling). Elementwise layers
-        are the 1x1 window."""
-        return (1, 1, 0, 1)
+        return self.describe(input_shape).macs
 
     def trace(
         self, input_shape: Shape, rf: ReceptiveField | None, record: Record, name: str
     ) -> tuple[Shape, ReceptiveField | None]:
-        """Walk the layer shape-only: call ``record(name, layer, in_shape, out_shape, rf)``
-        for each leaf layer, return ``(output_shape, receptive_field)``. Containers
-        override it to visit their children."""
-        out = self.output_shape(input_shape)
-        params = self.rf_params(input_shape)
-        out_rf = None if rf is None or params is None else rf.then(*params)
-        record(name or type(self).__name__, self, input_shape, out, out_rf)
-        return out, out_rf
+        """Walk the layer shape-only: call ``record(name, layer, in_shape, spec, rf)`` for
+        each leaf layer (``spec`` its :class:`LayerSpec`, ``rf`` the receptive field after
+        it), return ``(output_shape, receptive_field)``. Containers override it to visit
+        their children."""
+        spec = self.describe(tuple(input_shape))
+        out_rf = None if rf is None or spec.window is None else rf.then(*spec.window)
+        record(name or type(self).__name__, self, tuple(input_shape), spec, out_rf)
+        return spec.output_shape, out_rf
 
     def __repr__(self) -> str:
         inner = "".join(
@@ -481,22 +522,21 @@ class Conv2d(_Conv):
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, False
         )
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        window = (self.kernel_size, self.stride, self.padding, self.dilation)
+        if input_shape is None:
+            return self._spec(None, window=window)
         n, c, h, w = _check_input_shape(type(self).__name__, input_shape, self.in_channels)
-        size = [
+        h_out, w_out = (
             conv_output_size(i, k, s, p, d)
             for i, k, s, p, d in zip(
                 (h, w), self.kernel_size, self.stride, self.padding, self.dilation, strict=True
             )
-        ]
-        return (n, self.out_channels, *size)
-
-    def macs(self, input_shape: Shape) -> int:
-        _, c_out, h_out, w_out = self.output_shape(input_shape)
-        return c_out * h_out * w_out * self.in_channels // self.groups * math.prod(self.kernel_size)
-
-    def rf_params(self, input_shape):
-        return (self.kernel_size, self.stride, self.padding, self.dilation)
+        )
+        k = self.in_channels // self.groups * math.prod(self.kernel_size)
+        return self._spec(
+            (n, self.out_channels, h_out, w_out), self.out_channels * h_out * w_out * k, window
+        )
 
 
 class ConvTranspose2d(_Conv):
@@ -504,7 +544,7 @@ class ConvTranspose2d(_Conv):
 
     ``weight`` (C_in, C_out/groups, kh, kw) as PyTorch; output size
     ``(H - 1) s - 2 p + d (k - 1) + output_padding + 1``. Its units have no fixed window on
-    the input (it upsamples), so ``rf_params`` is None.
+    the input (it upsamples), so its window is None.
     """
 
     op = "conv_transpose2d"
@@ -529,7 +569,9 @@ class ConvTranspose2d(_Conv):
             output_padding, "output_padding", type(self).__name__
         )
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is None:
+            return self._spec(None)
         n, c, h, w = _check_input_shape(type(self).__name__, input_shape, self.in_channels)
         size = [
             conv_transpose_output_size(i, k, s, p, op, d)
@@ -543,15 +585,9 @@ class ConvTranspose2d(_Conv):
                 strict=True,
             )
         ]
-        return (n, self.out_channels, *size)
-
-    def macs(self, input_shape: Shape) -> int:
         # every input value is multiplied by a (C_out/groups, kh, kw) slice of the weight
-        _, c, h, w = input_shape
-        return c * h * w * self.out_channels // self.groups * math.prod(self.kernel_size)
-
-    def rf_params(self, input_shape):
-        return None
+        macs = c * h * w * self.out_channels // self.groups * math.prod(self.kernel_size)
+        return self._spec((n, self.out_channels, *size), macs)
 
 
 def _check_groups(op: str, in_channels: int, out_channels: int, groups: int) -> None:
@@ -608,18 +644,15 @@ class Linear(Module):
         _accumulate((self.weight, grad_w), (self.bias, grad_b))
         return grad_x
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is None:
+            return self._spec(None)
         if len(input_shape) != 2 or input_shape[1] != self.in_features:
             raise ValueError(
                 f"Linear: input must be (N, {self.in_features}), got shape {tuple(input_shape)}"
             )
-        return (input_shape[0], self.out_features)
-
-    def macs(self, input_shape: Shape) -> int:
-        return self.in_features * self.out_features
-
-    def rf_params(self, input_shape):
-        return None
+        out = (input_shape[0], self.out_features)
+        return self._spec(out, self.in_features * self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -668,6 +701,24 @@ class Tanh(_OpLayer):
     op = "tanh"
 
 
+class SiLU(_OpLayer):
+    """``x * sigmoid(x)`` (SiLU, also called Swish): EfficientNet's activation (chapter 10)."""
+
+    op = "silu"
+
+
+class GELU(_OpLayer):
+    """``x * Phi(x)``, ``Phi`` the standard normal CDF (``approximate="tanh"``: its tanh
+    approximation): ConvNeXt's and the transformers' activation (chapter 10)."""
+
+    op = "gelu"
+    arg_names = ("approximate",)
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = approximate
+
+
 class ReLU6(Module):
     """``min(max(x, 0), 6)`` (MobileNetV2): a ReLU whose output is capped at 6, so it stays
     representable in low-precision arithmetic. Gradient 1 on (0, 6), 0 elsewhere."""
@@ -714,7 +765,10 @@ class _Pool(_OpLayer):
         self.dilation = positive_pair(dilation, "dilation", op)
         self.ceil_mode = bool(ceil_mode)
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        window = (self.kernel_size, self.stride, self.padding, self.dilation)
+        if input_shape is None:
+            return self._spec(None, window=window)
         n, c, h, w = _check_input_shape(type(self).__name__, input_shape)
         size = [
             pool_output_size(i, k, s, p, d, self.ceil_mode)
@@ -722,10 +776,7 @@ class _Pool(_OpLayer):
                 (h, w), self.kernel_size, self.stride, self.padding, self.dilation, strict=True
             )
         ]
-        return (n, c, *size)
-
-    def rf_params(self, input_shape):
-        return (self.kernel_size, self.stride, self.padding, self.dilation)
+        return self._spec((n, c, *size), window=window)
 
 
 class MaxPool2d(_Pool):
@@ -766,7 +817,7 @@ class AvgPool2d(_Pool):
 class AdaptiveAvgPool2d(_OpLayer):
     """Average pooling to a fixed ``output_size`` (int or pair). Its window is regular only
     when the input size is a multiple of the output size; a 1x1 output (global average
-    pooling) sees the whole input, and ``rf_params`` is then None."""
+    pooling) sees the whole input, and its window is then None."""
 
     op = "adaptive_avg_pool2d"
     arg_names = ("output_size",)
@@ -775,18 +826,17 @@ class AdaptiveAvgPool2d(_OpLayer):
         super().__init__()
         self.output_size = positive_pair(output_size, "output_size", "AdaptiveAvgPool2d")
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        n, c, _, _ = _check_input_shape("AdaptiveAvgPool2d", input_shape)
-        return (n, c, *self.output_size)
-
-    def rf_params(self, input_shape):
-        if input_shape is None or self.output_size == (1, 1):
-            return None
-        hw, out = input_shape[2:], self.output_size
-        if any(i % o for i, o in zip(hw, out, strict=True)):
-            return None
-        kernel = tuple(i // o for i, o in zip(hw, out, strict=True))
-        return (kernel, kernel, 0, 1)
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is None:
+            return self._spec(None)
+        n, c, *hw = _check_input_shape("AdaptiveAvgPool2d", input_shape)
+        out, window = (n, c, *self.output_size), None
+        if self.output_size != (1, 1) and not any(
+            i % o for i, o in zip(hw, self.output_size, strict=True)
+        ):
+            kernel = tuple(i // o for i, o in zip(hw, self.output_size, strict=True))
+            window = (kernel, kernel, 0, 1)
+        return self._spec(out, window=window)
 
 
 class Flatten(Module):
@@ -799,11 +849,10 @@ class Flatten(Module):
     def backward(self, grad_out: Array) -> Array:
         return grad_out.reshape(self._saved("_shape"))
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return (input_shape[0], math.prod(input_shape[1:]))
-
-    def rf_params(self, input_shape):
-        return None
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is None:
+            return self._spec(None)
+        return self._spec((input_shape[0], math.prod(input_shape[1:])))
 
 
 # -------------------------------------------------------------------------- normalization
@@ -861,13 +910,15 @@ class _BatchNorm(Module):
         _accumulate((self.weight, grad_w), (self.bias, grad_b))
         return grad_x
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) not in self.ndims or input_shape[1] != self.num_features:
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is not None and (
+            len(input_shape) not in self.ndims or input_shape[1] != self.num_features
+        ):
             raise ValueError(
                 f"{type(self).__name__}: input must have {self.num_features} channels, "
                 f"got shape {tuple(input_shape)}"
             )
-        return tuple(input_shape)
+        return self._spec(input_shape, window=(1, 1, 0, 1))
 
     def _to(self, dtype: str) -> None:
         if self.running_mean is not None:
@@ -947,6 +998,33 @@ class LayerNorm(_AffineNorm):
             (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         )
         super().__init__(shape, shape, eps, elementwise_affine)
+
+
+class LayerNorm2d(LayerNorm):
+    """Layer normalisation over the channels of an (N, C, H, W) input, separately at every
+    position (ConvNeXt's norm, torchvision's ``LayerNorm2d``): the input is moved to
+    (N, H, W, C), ``F.layer_norm`` normalises its last axis, and the result is moved back.
+    ``weight`` and ``bias`` have shape (C,)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, elementwise_affine: bool = True):
+        super().__init__(num_channels, eps, elementwise_affine)
+
+    def forward(self, x: Array) -> Array:
+        _check_input_shape("LayerNorm2d", tuple(x.shape), self.arg[0])
+        self._x = x.transpose(0, 2, 3, 1)
+        return F.layer_norm(self._x, *self._args()).transpose(0, 3, 1, 2)
+
+    def backward(self, grad_out: Array) -> Array:
+        grad_x, grad_w, grad_b = F.layer_norm_backward(
+            grad_out.transpose(0, 2, 3, 1), self._saved(), *self._args()
+        )
+        _accumulate((self.weight, grad_w), (self.bias, grad_b))
+        return grad_x.transpose(0, 3, 1, 2)
+
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is not None:
+            _check_input_shape("LayerNorm2d", tuple(input_shape), self.arg[0])
+        return self._spec(input_shape, window=(1, 1, 0, 1))
 
 
 # ------------------------------------------------------------------------- regularization
@@ -1186,3 +1264,74 @@ class InvertedResidual(Sequential):
         self.use_residual = stride == 1 and in_channels == out_channels
         body = Sequential(*layers)
         super().__init__(ResidualAdd(body) if self.use_residual else body)
+
+
+class SqueezeExcitation(Module):
+    """Squeeze-and-excitation (Hu et al. 2018), torchvision's ``SqueezeExcitation``: a gate
+    ``s = scale_activation(fc2(activation(fc1(avgpool(x)))))`` of shape (N, C, 1, 1), with
+    ``fc1``/``fc2`` 1x1 convolutions C -> ``squeeze_channels`` -> C (with bias), rescales each
+    channel: ``y = s * x``. Input and output (N, C, H, W).
+
+    Backward: ``grad_x = s * grad_out + gate.backward(sum_hw(grad_out * x))``, the direct path
+    plus the path through the gate. Shape analysis traces the gate's layers and reports the
+    receptive field of the direct path; through its global average pooling the gate makes
+    every output depend on the whole input, as one scalar per channel."""
+
+    def __init__(
+        self,
+        input_channels: int,
+        squeeze_channels: int,
+        activation: type[Module] = ReLU,
+        scale_activation: type[Module] = Sigmoid,
+    ) -> None:
+        super().__init__()
+        self.gate = Sequential(
+            AdaptiveAvgPool2d(1),
+            Conv2d(input_channels, squeeze_channels, 1),
+            activation(),
+            Conv2d(squeeze_channels, input_channels, 1),
+            scale_activation(),
+        )
+
+    def forward(self, x: Array) -> Array:
+        self._x = x
+        self._scale = self.gate.forward(x)
+        return x * self._scale
+
+    def backward(self, grad_out: Array) -> Array:
+        x, scale = self._saved(), self._saved("_scale")
+        grad_scale = (grad_out * x).sum(axis=(2, 3), keepdims=True)
+        return grad_out * scale + self.gate.backward(grad_scale)
+
+    def trace(self, input_shape, rf, record, name):
+        self.gate.trace(input_shape, rf, record, _join(name, "gate"))
+        return tuple(input_shape), rf
+
+
+class LayerScale(Module):
+    """Multiply each channel by a learned scale ``gamma`` of shape (C, 1, 1), initialised to
+    ``init_value`` (ConvNeXt's layer scale, Touvron et al. 2021: 1e-6, so that each residual
+    block starts close to the identity). Input and output (N, C, H, W)."""
+
+    def __init__(self, channels: int, init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.channels = channels
+        self.gamma = Parameter((channels, 1, 1), _constant(init_value))
+
+    def forward(self, x: Array) -> Array:
+        self._x = x
+        return x * self.gamma.data
+
+    def backward(self, grad_out: Array) -> Array:
+        self.gamma.accumulate(
+            (grad_out * self._saved()).sum(axis=0).sum(axis=(1, 2), keepdims=True)
+        )
+        return grad_out * self.gamma.data
+
+    def describe(self, input_shape: Shape | None = None) -> LayerSpec:
+        if input_shape is not None:
+            _check_input_shape("LayerScale", tuple(input_shape), self.channels)
+        return self._spec(input_shape, window=(1, 1, 0, 1))
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}"

@@ -195,6 +195,23 @@ def test_empirical_receptive_field_restores_the_model(rng):
     np.testing.assert_array_equal(model[1].running_mean, mean)
     assert "forward" not in vars(model[2])  # max pooling is max pooling again
     np.testing.assert_array_equal(model.eval().forward(x).shape, y.shape)
+    assert isinstance(model[2], nn.MaxPool2d) and model[2].dilation == (1, 1)
+
+
+def test_summary_reads_each_layer_through_its_description():
+    # Conv2d(3, 8, 3, stride 2, padding 1) on 3x32x32, by hand: 16x16 output, 8*(27+1) = 224
+    # parameters, 8*16*16*27 = 55,296 MACs per sample, a 3x3 window of stride 2.
+    spec = nn.Conv2d(3, 8, 3, stride=2, padding=1).describe((4, 3, 32, 32))
+    assert spec == nn.LayerSpec(
+        "Conv2d", (4, 8, 16, 16), 55_296, 224, ((3, 3), (2, 2), (1, 1), (1, 1))
+    )
+    row = summary(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1)), (3, 32, 32))[0]
+    assert (row.output_shape, row.params, row.macs) == ((1, 8, 16, 16), 224, 55_296)
+    # without an input shape only the window is known (what receptive_field reads)
+    assert nn.MaxPool2d(3, 2, 1).describe().window == ((3, 3), (2, 2), (1, 1), (1, 1))
+    assert nn.Linear(4, 2).describe().window is None
+    assert nn.AdaptiveAvgPool2d(2).describe((1, 3, 8, 6)).window == ((4, 3), (4, 3), 0, 1)
+    assert nn.AdaptiveAvgPool2d(1).describe((1, 3, 8, 6)).window is None
 
 
 @pytest.mark.parametrize(("c", "n", "k"), [(32, 64, 3), (512, 512, 3), (16, 24, 5), (8, 3, 7)])

@@ -448,3 +448,21 @@ def test_rejects_bad_input():
             nn.Dropout(p)
         with pytest.raises(ValueError, match="d" + message):
             F.dropout(np.ones(3), p)
+
+
+def test_each_layer_describes_itself_in_one_place():
+    """One shape-only description per layer (``describe``); ``output_shape`` and ``macs``
+    read it, and containers walk their children with ``trace``."""
+    layers = [getattr(nn, name) for name in nn.__all__]
+    modules = [
+        c for c in layers if isinstance(c, type) and issubclass(c, nn.Module) and c is not nn.Module
+    ]
+    for cls in modules:
+        assert "output_shape" not in vars(cls) and "macs" not in vars(cls), cls.__name__
+        assert not hasattr(cls, "rf_params"), cls.__name__
+    block = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    spec = block.describe((1, 2, 8, 8))
+    # 4 filters * 8*8 positions * 2*3*3 taps = 4,608 MACs; 4*(18+1) = 76 parameters
+    assert (spec.output_shape, spec.macs, spec.params) == ((1, 4, 4, 4), 4_608, 0)
+    assert sum(p.size for p in block.parameters()) == 76
+    assert block.output_shape((1, 2, 8, 8)) == (1, 4, 4, 4) and block.macs((1, 2, 8, 8)) == 4_608

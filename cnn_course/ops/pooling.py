@@ -1,13 +1,18 @@
 """Pooling: max, average, Lp, adaptive and global pooling, max unpooling, output sizes.
 
-Every fixed-window pooling here is built on the windows of
-:func:`~cnn_course.ops.conv.im2col`: pad the input (with ``-inf`` for max pooling, so padding
-never wins; with zeros for average pooling), unfold every window into a column, reduce each
-column (on a GPU, one kernel reads the windows in place instead). Average pooling's
-backward pass builds the column gradient and folds it back with
-:func:`~cnn_course.ops.conv.col2im`; max pooling's scatter-adds each window's gradient onto
-its arg-max. Both sum where windows overlap, so
-overlapping pooling (``kernel_size > stride``, AlexNet's 3x3 stride 2) needs nothing special.
+Every fixed-window pooling here works on the windows of
+:func:`~cnn_course.ops.conv.im2col` (one window geometry serves convolution and pooling):
+pad the input (with ``-inf`` for max pooling, so padding never wins; with zeros for average
+pooling), unfold every window, reduce each one (on a GPU, one kernel reads the windows in
+place instead). Average pooling's backward pass folds each window's share back, the adjoint
+of the unfold (:func:`~cnn_course.ops.conv.col2im`); max pooling's scatter-adds each
+window's gradient onto its arg-max. Both sum where windows overlap, so overlapping pooling
+(``kernel_size > stride``, AlexNet's 3x3 stride 2) needs nothing special.
+
+This module holds the contract, the definitions (``*_naive``) and a readable vectorized
+version of max pooling (:func:`max_pool2d_vectorized`); :func:`max_pool2d` and
+:func:`avg_pool2d` run through the private engine (:mod:`cnn_course.ops._engine`), whose
+plan splits the work over every core.
 
 Shapes: input ``(N, C, H, W)``, output ``(N, C, H_out, W_out)`` with ``H_out`` given by
 :func:`pool_output_size` (PyTorch's rule). Semantics follow ``torch.nn.functional``: argument
@@ -30,16 +35,19 @@ from cnn_course._checks import (
     require_grad_out,
     require_same_backend,
 )
+from cnn_course._types import Array, IntPair
 from cnn_course.backend import array_module, is_cupy_array, np
-from cnn_course.ops import _gpu as gpu
+from cnn_course.ops._engine import pool as engine
+from cnn_course.ops._engine.plan import Plan, plan
+from cnn_course.ops._engine.windows import Window
 from cnn_course.ops._indexing import scatter_add
-from cnn_course.ops.conv import _copy_blocks, _pad, _windows, col2im
 
 __all__ = [
     "pool_output_size",
     "caffe_pool_output_size",
     "max_pool2d",
     "max_pool2d_naive",
+    "max_pool2d_vectorized",
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_naive",
@@ -57,9 +65,6 @@ __all__ = [
     "max_unpool2d",
     "max_unpool2d_backward",
 ]
-
-IntPair = int | Sequence[int]
-Array = Any
 
 
 # --------------------------------------------------------------------------- output sizes
@@ -95,6 +100,9 @@ def pool_output_size(
     ceil_mode: bool = False,
 ) -> int:
     """Output length of a pooling layer along one spatial axis, as PyTorch computes it.
+
+    Book: chapter 5 (Pooling): q000-3.1; chapter 9 (Counting parameters and FLOPs):
+    q003-conv-output-formula.
 
     With the extent ``e = dilation * (kernel_size - 1) + 1`` of the (dilated) window::
 
@@ -142,6 +150,8 @@ def pool_output_size(
 def caffe_pool_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
     """Output length of Caffe's ``PoolingLayer`` along one axis (no dilation in Caffe).
 
+    Book: chapter 9 (Counting parameters and FLOPs): q003-conv-output-formula.
+
     Caffe always rounds up::
 
         out = ceil((size + 2 * padding - kernel_size) / stride) + 1
@@ -183,16 +193,6 @@ def caffe_pool_output_size(size: int, kernel_size: int, stride: int = 1, padding
 # --------------------------------------------------------------------------- window geometry
 
 
-class _Window(NamedTuple):
-    """Validated geometry of a fixed-window pooling; every field an (h, w) pair."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    out: tuple[int, int]
-
-
 def _window(
     op: str,
     x: Array,
@@ -201,8 +201,11 @@ def _window(
     padding: IntPair,
     dilation: IntPair,
     ceil_mode: bool,
-) -> _Window:
-    """Check ``x`` (float, rank 4) and the window arguments; compute the output size."""
+) -> Window:
+    """Check ``x`` (float, rank 4) and the window arguments; compute the output size.
+
+    The window's ``pads`` are the padding, plus on the bottom/right whatever a ceil-mode
+    last window reaches past the padded input; its ``padding`` is the argument."""
     require_float(x, "x", op, ndim=4)
     kernel = positive_pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None else positive_pair(stride, "stride", op)
@@ -220,164 +223,16 @@ def _window(
             f"{op}: kernel_size {kernel} with dilation {dilation} is larger than the padded "
             f"input: x shape {tuple(x.shape)}, padding {padding} (output would be {out})"
         )
-    return _Window(kernel, stride, padding, dilation, out)
-
-
-def _pads(hw: Sequence[int], win: _Window) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(top, bottom), (left, right): the padding, plus on the bottom/right whatever a
-    ceil-mode last window reaches past the padded input."""
     pads = []
-    for size, k, s, p, d, o in zip(hw, *win, strict=True):
+    for size, k, s, p, d, o in zip(hw, kernel, stride, padding, dilation, out, strict=True):
         reach = (o - 1) * s + d * (k - 1) + 1
         pads.append((p, max(p, reach - size - p)))
-    return pads[0], pads[1]
+    return Window(kernel, stride, (pads[0], pads[1]), dilation, (out[0], out[1]))
 
 
-def _pool_windows(x: Array, win: _Window, fill: float) -> Array:
-    """Every pooling window of ``x``: array (N, C, kh, kw, H_out, W_out), padded with ``fill``.
-
-    Axes 2 and 3 are the window's rows and columns (unfold's layout), so the first maximum
-    in row-major order over them is the one PyTorch picks. The windows are copied into a
-    contiguous array: NumPy reduces contiguous planes several times faster than a strided
-    view. (The CPU's path: on a GPU, kernels read the windows in place.)
-    """
-    xpad = _pad(x, _pads(x.shape[2:], win), fill)
-    windows = _windows(xpad, win.kernel, win.stride, win.dilation, win.out, "abijhw")
-    copied = array_module(x).empty(windows.shape, dtype=windows.dtype)
-    _copy_blocks(copied, windows, 2)
-    return copied
-
-
-def _padded_size(hw: Sequence[int], win: _Window) -> tuple[int, int]:
-    """(H, W) of the padded input that :func:`_pool_windows` unfolds."""
-    (top, bottom), (left, right) = _pads(hw, win)
-    return hw[0] + top + bottom, hw[1] + left + right
-
-
-def _unpad(full: Array, hw: Sequence[int], win: _Window) -> Array:
-    """The input's (H, W) region of an (N, C) stack of padded planes: padding cropped away."""
-    (top, _), (left, _) = _pads(hw, win)
-    region = full[:, :, top : top + hw[0], left : left + hw[1]]
-    return array_module(full).ascontiguousarray(region)
-
-
-def _fold_windows(cols: Array, shape: Sequence[int], win: _Window) -> Array:
-    """Adjoint of :func:`_pool_windows`: sum (N, C, kh*kw, H_out, W_out) window values back
-    onto an (N, C, H, W) array (overlaps add; padding positions are dropped)."""
-    n, c = shape[:2]
-    kk = win.kernel[0] * win.kernel[1]
-    padded = _padded_size(shape[2:], win)
-    full = col2im(cols.reshape(n, c * kk, -1), padded, win.kernel, win.stride, 0, win.dilation)
-    return _unpad(full, shape[2:], win)
-
-
-# --------------------------------------------------------------------------- max pooling
-
-
-def _first_max(windows: Array) -> tuple[Array, Array]:
-    """The maximum of every window and the position of its first maximum (row-major window
-    order, PyTorch's tie rule): windows (N, C, kh, kw, H_out, W_out) -> two (N, C, H_out,
-    W_out), the position as ``i * kw + j``.
-
-    ``argmax`` along middle axes is several times slower than this loop over the kh*kw
-    window positions, in which each step compares whole planes: ``arg`` counts the leading
-    positions that are still below the maximum. A window holding NaN has a NaN maximum,
-    found at its last NaN: PyTorch keeps a running maximum that every NaN replaces. That
-    takes a second pass, run only when the input holds a NaN.
-    """
-    xp = array_module(windows)
-    out = windows.max(axis=(2, 3))
-    kh, kw = windows.shape[2:4]
-    positions = [(i, j) for i in range(kh) for j in range(kw)]
-    arg = xp.zeros(out.shape, dtype=xp.uint8 if kh * kw <= 256 else xp.int64)
-    still = xp.ones(out.shape, dtype=bool)
-    for i, j in positions[:-1]:
-        still &= windows[:, :, i, j] < out
-        arg += still
-    if bool((out != out).any()):
-        for position, (i, j) in enumerate(positions):
-            plane = windows[:, :, i, j]
-            arg = xp.where(plane != plane, arg.dtype.type(position), arg)
-    return out, arg
-
-
-def _gpu_geometry(x_shape: Sequence[int], win: _Window) -> tuple[int, ...]:
-    """The geometry arguments of the GPU kernels (:mod:`cnn_course.ops._gpu`) for ``win``."""
-    return gpu.geometry(
-        x_shape, win.kernel, win.stride, _pads(x_shape[2:], win), win.dilation, win.out
-    )
-
-
-def _gpu_pool_backward(grad_out: Array, arg: Array | None, x_shape, win: _Window) -> Array:
-    """On a GPU, each window's gradient added onto the input values of the window (``arg``
-    None: average pooling, a depthwise input gradient with a kernel of ones) or only onto the
-    one at its arg-max position ``arg`` (from :func:`_max_and_arg`): (N, C, H, W)."""
-    xp = array_module(grad_out)
-    grad_x = xp.empty(x_shape, dtype=grad_out.dtype)
-    geometry = _gpu_geometry(x_shape, win)
-    if arg is None:
-        ones = xp.ones((x_shape[1], 1, *win.kernel), dtype=grad_out.dtype)
-        gpu.run("depthwise_input_grad", (grad_out, ones), geometry, grad_x)
-    else:
-        gpu.run("max_pool_backward", (grad_out, arg), geometry, grad_x)
-    return grad_x
-
-
-def _max_and_arg(x: Array, win: _Window) -> tuple[Array, Array]:
-    """Every window's maximum and the position of its first maximum: (N, C, H_out, W_out)
-    each, as :func:`_first_max` gives them."""
-    if not is_cupy_array(x):
-        return _first_max(_pool_windows(x, win, -math.inf))
-    xp = array_module(x)
-    out = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
-    arg = xp.empty(out.shape, dtype=xp.int32)
-    lowest = x.dtype.type(-math.inf)
-    gpu.run("max_pool", (x, lowest), _gpu_geometry(x.shape, win), out, arg)
-    return out, arg
-
-
-def _window_max(x: Array, win: _Window) -> Array:
-    """Every window's maximum (N, C, H_out, W_out); on a CPU one reduction of the windows."""
-    if is_cupy_array(x):
-        return _max_and_arg(x, win)[0]
-    return _pool_windows(x, win, -math.inf).max(axis=(2, 3))
-
-
-def _window_index(arg: Array, win: _Window, width: int, origin: tuple[int, int]) -> Array:
-    """Flat ``row * width + col`` index (int64) of window position ``arg`` (from
-    :func:`_first_max`) in a plane whose (0, 0) is at ``origin`` in the padded input: the
-    window's corner plus the position's offset, looked up in a table of kh*kw offsets."""
-    xp = array_module(arg)
-    (kh, kw), (sh, sw), _, (dh, dw), (oh, ow) = win
-    rows = xp.arange(oh, dtype=xp.int64) * sh - origin[0]
-    corner = rows[:, None] * width + (xp.arange(ow, dtype=xp.int64) * sw - origin[1])
-    offset = (xp.arange(kh, dtype=xp.int64)[:, None] * dh * width + xp.arange(kw) * dw).ravel()
-    return corner + offset.take(arg)
-
-
-def _max_pool_backward(
-    grad_out: Array, x: Array, win: _Window, indices: Array | None = None
-) -> Array:
-    """Route each window's gradient to its arg-max by a scatter-add, so windows sharing an
-    arg-max add up. Without ``indices`` the arg-max is recomputed from ``x`` in the padded
-    plane, and gradients landing on padding are cropped away. Windows that do not overlap
-    never share an arg-max, so their gradients are simply assigned. On a GPU the arg-max
-    recomputed from ``x`` is routed by one gather kernel instead (``_gpu_pool_backward``)."""
-    n, c, h, w = x.shape
-    values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
-    apart = all(
-        s >= d * (k - 1) + 1 for k, s, d in zip(win.kernel, win.stride, win.dilation, strict=True)
-    )
-    if indices is not None:
-        grad = scatter_add(values, indices.reshape(n, c, -1), h * w, unique=apart)
-        return grad.reshape(x.shape)
-    _, arg = _max_and_arg(x, win)
-    if is_cupy_array(x):
-        return _gpu_pool_backward(grad_out.astype(x.dtype, copy=False), arg, x.shape, win)
-    hp, wp = _padded_size(x.shape[2:], win)
-    index = _window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
-    grad = scatter_add(values, index, hp * wp, unique=apart).reshape(n, c, hp, wp)
-    return _unpad(grad, x.shape[2:], win)
+def _plan(op: str, x: Array, win: Window) -> Plan:
+    """The plan of pooling ``x`` (:func:`cnn_course.ops._engine.plan.plan`)."""
+    return plan(op, tuple(x.shape), win, x.shape[1], x.itemsize, is_cupy_array(x))
 
 
 def _out_of_range(indices: Array, plane: int) -> bool:
@@ -425,6 +280,9 @@ def max_pool2d(
 ) -> Array | tuple[Array, Array]:
     """Max pooling over an (N, C, H, W) input.
 
+    Book: chapter 5 (Pooling): q000-3.1, q000-3.2, q000-3.4, q000-3.6, q001-pooling-role,
+    q002-10, q002-36; chapter 11 (What CNNs are and are not): q000-4.3.
+
     Parameters
     ----------
     x : float array (N, C, H, W)
@@ -448,10 +306,11 @@ def max_pool2d(
         PyTorch as well.
     """
     win = _window("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
+    how = _plan("max_pool2d", x, win)
     if not return_indices:
-        return _window_max(x, win)
-    out, arg = _max_and_arg(x, win)
-    return out, _window_index(arg, win, x.shape[3], win.padding)
+        return engine.window_max(x, win, how)
+    out, arg = engine.max_and_arg(x, win, how)
+    return out, engine.window_index(arg, win, x.shape[3], win.padding)
 
 
 def max_pool2d_naive(
@@ -465,6 +324,8 @@ def max_pool2d_naive(
 ) -> Array | tuple[Array, Array]:
     """The definition of :func:`max_pool2d`, by loops: not the fast path.
 
+    Book: chapter 5 (Pooling): q000-3.1, q000-3.2.
+
     For every output position ``(i, j)`` scan the window positions
     ``(i*sh - ph + a*dh, j*sw - pw + b*dw)`` in row-major order ``(a, b)``, skip those outside
     the input (the padding), and keep the first largest value and its flat index ``row*W +
@@ -474,7 +335,13 @@ def max_pool2d_naive(
     win = _window("max_pool2d_naive", x, kernel_size, stride, padding, dilation, ceil_mode)
     xp = array_module(x)
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = win
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = (
+        win.kernel,
+        win.stride,
+        win.padding,
+        win.dilation,
+        win.out,
+    )
     out = xp.full((n, c, oh, ow), -math.inf, dtype=x.dtype)
     indices = xp.full((n, c, oh, ow), -1, dtype=xp.int64)
     for i in range(oh):
@@ -490,6 +357,43 @@ def max_pool2d_naive(
     return (out, indices) if return_indices else out
 
 
+def max_pool2d_vectorized(
+    x: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+) -> Array:
+    """:func:`max_pool2d`'s values, written to be read: one strided view of every window and
+    one reduction.
+
+    Book: chapter 5 (Pooling): q000-3.2.
+
+    Pad with ``-inf`` (padding never wins), view the windows without copying (as
+    :func:`~cnn_course.ops.conv.conv2d_vectorized` does), and take each window's maximum.
+    :func:`max_pool2d` does the same with the windows copied into contiguous planes first
+    (NumPy reduces those several times faster), the samples split over every core, and
+    returns the arg-max too. Same arguments and values as :func:`max_pool2d`.
+    """
+    win = _window("max_pool2d_vectorized", x, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = win.kernel, win.stride, win.dilation, win.out
+    # 1. pad with -inf on every side (and past the end for a ceil-mode last window)
+    xpad = xp.pad(x, ((0, 0), (0, 0), win.pads[0], win.pads[1]), constant_values=-math.inf)
+    # 2. view every window, axes (N, C, H_out, W_out, kh, kw): window (oh, ow) at offset
+    #    (i, j) reads xpad[n, c, oh*sh + i*dh, ow*sw + j*dw]
+    s_n, s_c, s_h, s_w = xpad.strides
+    view = xp.lib.stride_tricks.as_strided(
+        xpad,
+        shape=(n, c, oh, ow, kh, kw),
+        strides=(s_n, s_c, s_h * sh, s_w * sw, s_h * dh, s_w * dw),
+    )
+    # 3. the maximum of each window
+    return view.max(axis=(4, 5))
+
+
 def max_pool2d_backward(
     grad_out: Array,
     x: Array,
@@ -502,6 +406,8 @@ def max_pool2d_backward(
     indices: Array | None = None,
 ) -> Array:
     """Gradient of :func:`max_pool2d` with respect to ``x``.
+
+    Book: chapter 5 (Pooling): q000-3.4, q000-3.6, q002-35.
 
     Each window's upstream gradient goes to its arg-max (the first maximum, as in the forward
     pass) and nowhere else; where overlapping windows share an arg-max, their gradients add.
@@ -527,13 +433,13 @@ def max_pool2d_backward(
     require_grad_out(op, grad_out, out_shape, like=x)
     if indices is not None:
         _require_indices(op, indices, out_shape, "the output", x, x.shape[2] * x.shape[3])
-    return _max_pool_backward(grad_out, x, win, indices)
+    return engine.max_pool_backward(grad_out, x, win, _plan("max_pool2d", x, win), indices)
 
 
 # --------------------------------------------------------------------------- average pooling
 
 
-def _avg_divisor(x: Array, win: _Window, count_include_pad: bool) -> Array:
+def _avg_divisor(x: Array, win: Window, count_include_pad: bool) -> Array:
     """PyTorch's divisor of each average-pooling window: (H_out, W_out), dtype of ``x``.
 
     Per axis, a window starting at ``start = o*s - p`` ends at ``min(start + k, size + p)``:
@@ -554,25 +460,14 @@ def _avg_divisor(x: Array, win: _Window, count_include_pad: bool) -> Array:
     return array_module(x).asarray(np.outer(counts[0], counts[1]), dtype=x.dtype)
 
 
-def _avg_pool(x: Array, win: _Window, count_include_pad: bool) -> Array:
-    if is_cupy_array(x):  # a depthwise convolution with a kernel of ones
-        xp = array_module(x)
-        sums = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
-        ones = xp.ones((x.shape[1], 1, *win.kernel), dtype=x.dtype)
-        gpu.run("depthwise_forward", (x, ones), _gpu_geometry(x.shape, win), sums)
-    else:
-        sums = _pool_windows(x, win, 0.0).sum(axis=(2, 3))
+def _avg_pool(x: Array, win: Window, count_include_pad: bool) -> Array:
+    sums = engine.window_sums(x, win, _plan("avg_pool2d", x, win))
     return sums / _avg_divisor(x, win, count_include_pad)
 
 
-def _avg_pool_backward(grad_out: Array, x: Array, win: _Window, count_include_pad: bool) -> Array:
-    xp = array_module(x)
+def _avg_pool_backward(grad_out: Array, x: Array, win: Window, count_include_pad: bool) -> Array:
     share = (grad_out / _avg_divisor(x, win, count_include_pad)).astype(x.dtype, copy=False)
-    if is_cupy_array(x):
-        return _gpu_pool_backward(share, None, x.shape, win)
-    n, c = x.shape[:2]
-    cols = xp.broadcast_to(share[:, :, None], (n, c, win.kernel[0] * win.kernel[1], *win.out))
-    return _fold_windows(cols, x.shape, win)
+    return engine.fold_windows(share, x.shape, win, _plan("avg_pool2d", x, win))
 
 
 def avg_pool2d(
@@ -584,6 +479,9 @@ def avg_pool2d(
     count_include_pad: bool = True,
 ) -> Array:
     """Average pooling over an (N, C, H, W) input.
+
+    Book: chapter 5 (Pooling): q000-3.1, q000-3.2, q000-3.4, q000-3.5, q001-pooling-role,
+    q002-10.
 
     Parameters
     ----------
@@ -615,6 +513,8 @@ def avg_pool2d_naive(
 ) -> Array:
     """The definition of :func:`avg_pool2d`, by loops: not the fast path.
 
+    Book: chapter 5 (Pooling): q000-3.2.
+
     Output ``(i, j)`` averages the window rows ``[i*sh - ph, i*sh - ph + kh)`` and columns
     ``[j*sw - pw, j*sw - pw + kw)``: the sum over the positions inside the input, divided by
     the window's size cut at the padded input's end (``count_include_pad``) or by the number
@@ -623,7 +523,7 @@ def avg_pool2d_naive(
     win = _window("avg_pool2d_naive", x, kernel_size, stride, padding, 1, ceil_mode)
     xp = array_module(x)
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), _, (oh, ow) = win
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = win.kernel, win.stride, win.padding, win.out
     out = xp.empty((n, c, oh, ow), dtype=x.dtype)
     for i in range(oh):
         for j in range(ow):
@@ -648,6 +548,8 @@ def avg_pool2d_backward(
     count_include_pad: bool = True,
 ) -> Array:
     """Gradient of :func:`avg_pool2d` with respect to ``x``.
+
+    Book: chapter 5 (Pooling): q000-3.4, q000-3.5, q002-35.
 
     Each window spreads ``grad_out / divisor`` evenly over its positions (``grad / (kh*kw)``
     for a window inside the input); where windows overlap the shares add.
@@ -687,6 +589,8 @@ def lp_pool2d(
 ) -> Array:
     """Power-average (Lp) pooling: ``(sum over the window of x**p) ** (1/p)``.
 
+    Book: chapter 5 (Pooling): q000-3.2.
+
     ``p = 1`` is sum pooling (of signed values, as in PyTorch), ``p = 2`` the window's
     Euclidean norm, and ``p -> inf`` approaches max pooling of ``|x|`` (``norm_type=math.inf``
     is exactly that). Computed as PyTorch does, from average pooling without padding:
@@ -708,7 +612,8 @@ def lp_pool2d(
     p = _norm_type(norm_type, op)
     win = _window(op, x, kernel_size, stride, 0, 1, ceil_mode)
     if math.isinf(p):
-        return _window_max(array_module(x).abs(x), win)
+        ax = array_module(x).abs(x)
+        return engine.window_max(ax, win, _plan("max_pool2d", ax, win))
     mean = _avg_pool(x**p, win, True)
     return (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)
 
@@ -722,6 +627,8 @@ def lp_pool2d_backward(
     ceil_mode: bool = False,
 ) -> Array:
     """Gradient of :func:`lp_pool2d` with respect to ``x``.
+
+    Book: chapter 5 (Pooling): q000-3.2.
 
     With ``m = avg_pool2d(x**p)`` and ``out = (kh*kw*m) ** (1/p)``, the chain rule gives
     ``grad_x = x**(p-1) * avg_pool2d_backward(grad_out * out / m)``. It is infinite or NaN
@@ -738,7 +645,9 @@ def lp_pool2d_backward(
     require_grad_out(op, grad_out, (*x.shape[:2], *win.out), like=x)
     xp = array_module(x)
     if math.isinf(p):
-        return _max_pool_backward(grad_out, xp.abs(x), win) * xp.sign(x)
+        ax = xp.abs(x)
+        grad = engine.max_pool_backward(grad_out, ax, win, _plan("max_pool2d", ax, win))
+        return grad * xp.sign(x)
     mean = _avg_pool(x**p, win, True)
     out = (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)
     return _avg_pool_backward(grad_out * out / mean, x, win, True) * x ** (p - 1)
@@ -845,6 +754,9 @@ def _adaptive_max_backward(grad_out: Array, x: Array) -> Array:
 def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     """Adaptive average pooling: the mean of each of ``output_size`` bins, whatever (H, W) is.
 
+    Book: chapter 5 (Pooling): q000-3.2, q001-gap; chapter 10 (Architectures):
+    q001-arch-inception-v1.
+
     Output row ``i`` averages input rows ``[floor(i*H/H_out), ceil((i+1)*H/H_out))``, likewise
     for columns (PyTorch's bins; neighbouring bins overlap where ``H_out`` does not divide
     ``H``). ``output_size=1`` is global average pooling.
@@ -865,6 +777,8 @@ def adaptive_avg_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair
     """Gradient of :func:`adaptive_avg_pool2d`: each bin spreads ``grad / bin area`` over its
     positions; overlapping bins add.
 
+    Book: chapter 5 (Pooling): q001-gap.
+
     Returns
     -------
     grad_x : array (N, C, H, W), dtype of ``x``
@@ -880,6 +794,8 @@ def adaptive_max_pool2d(
 ) -> Array | tuple[Array, Array]:
     """Adaptive max pooling: the maximum of each of ``output_size`` bins (PyTorch's bins, as
     in :func:`adaptive_avg_pool2d`).
+
+    Book: chapter 5 (Pooling): q000-3.2.
 
     Parameters
     ----------
@@ -901,6 +817,8 @@ def adaptive_max_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair
     """Gradient of :func:`adaptive_max_pool2d`: each bin's gradient goes to its arg-max;
     overlapping bins that share one add.
 
+    Book: chapter 5 (Pooling): q000-3.2.
+
     Returns
     -------
     grad_x : array (N, C, H, W), dtype of ``x``
@@ -914,6 +832,8 @@ def adaptive_max_pool2d_backward(grad_out: Array, x: Array, output_size: IntPair
 def global_avg_pool2d(x: Array) -> Array:
     """Global average pooling (GAP): the mean of each channel's H x W plane, (N, C, 1, 1).
 
+    Book: chapter 5 (Pooling): q001-gap.
+
     Adaptive average pooling with ``output_size=1``. It replaces the flatten + fully connected
     head of older networks: no parameters, and any input size works.
     """
@@ -922,7 +842,10 @@ def global_avg_pool2d(x: Array) -> Array:
 
 
 def global_avg_pool2d_backward(grad_out: Array, x: Array) -> Array:
-    """Gradient of :func:`global_avg_pool2d`: ``grad_out / (H*W)`` at every position."""
+    """Gradient of :func:`global_avg_pool2d`: ``grad_out / (H*W)`` at every position.
+
+    Book: chapter 5 (Pooling): q001-gap.
+    """
     op = "global_avg_pool2d_backward"
     _adaptive_size(op, x, 1)
     require_grad_out(op, grad_out, (*x.shape[:2], 1, 1), like=x)
@@ -932,6 +855,8 @@ def global_avg_pool2d_backward(grad_out: Array, x: Array) -> Array:
 def global_max_pool2d(x: Array) -> Array:
     """Global max pooling: the maximum of each channel's H x W plane, (N, C, 1, 1).
 
+    Book: chapter 5 (Pooling): q000-3.2.
+
     Adaptive max pooling with ``output_size=1``.
     """
     _adaptive_size("global_max_pool2d", x, 1)
@@ -939,7 +864,10 @@ def global_max_pool2d(x: Array) -> Array:
 
 
 def global_max_pool2d_backward(grad_out: Array, x: Array) -> Array:
-    """Gradient of :func:`global_max_pool2d`: all of it to each plane's (first) maximum."""
+    """Gradient of :func:`global_max_pool2d`: all of it to each plane's (first) maximum.
+
+    Book: chapter 5 (Pooling): q000-3.2.
+    """
     op = "global_max_pool2d_backward"
     _adaptive_size(op, x, 1)
     require_grad_out(op, grad_out, (*x.shape[:2], 1, 1), like=x)
@@ -1004,6 +932,8 @@ def max_unpool2d(
 ) -> Array:
     """Partial inverse of :func:`max_pool2d`: put each value back where its maximum came from.
 
+    Book: chapter 8 (Up- and down-sampling): q002-9.
+
     Every other position is zero. The arguments are those of the pooling, whose output size
     rule is inverted: ``H_out = (H - 1) * stride - 2 * padding + kernel_size`` by default, or
     ``output_size`` to pick one of the sizes that pooled to ``H``. SegNet's decoder
@@ -1043,6 +973,8 @@ def max_unpool2d_backward(
     """Gradient of :func:`max_unpool2d` with respect to ``x`` (``indices`` are not
     differentiable): each value receives the upstream gradient at the position it was put,
     ``grad_x = grad_out.flat[indices]`` per plane, as PyTorch computes it.
+
+    Book: chapter 8 (Up- and down-sampling): q002-9.
 
     Returns
     -------

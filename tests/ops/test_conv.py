@@ -14,6 +14,9 @@ from cnn_course._checks import pair
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import conv as C
+from cnn_course.ops._engine import conv as conv_engine
+from cnn_course.ops._engine import plan as plans
+from cnn_course.ops._engine import threads
 from tests.helpers import FIXTURE_OK, LAYOUTS, assert_close, laid_out
 
 X3 = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # the 3x3 input of the hand examples
@@ -60,7 +63,7 @@ def test_im2col_col2im_hand_example(xp):
     assert_close(cols[0, :, 3], [5, 6, 0, 8, 9, 0, 0, 0, 0])
 
 
-@pytest.mark.parametrize("conv", [C.conv2d, C.conv2d_naive])
+@pytest.mark.parametrize("conv", [C.conv2d, C.conv2d_naive, C.conv2d_vectorized])
 def test_conv2d_hand_example(xp, conv):
     x = as4d(xp, X3)
     # Cross-correlation: out[0,0] = 1*1 + 2*2 + 3*4 + 4*5 = 37, plus bias 1.
@@ -170,6 +173,8 @@ def test_conv2d_matches_naive(xp, rng, case):
     weight = xp.asarray(rng.standard_normal((f, c // g, *k)))
     bias = xp.asarray(rng.standard_normal(f))
     assert_close(C.conv2d(x, weight, bias, s, p, d, g), C.conv2d_naive(x, weight, bias, s, p, d, g))
+    vectorized = C.conv2d_vectorized(x, weight, bias, s, p, d, g)
+    assert_close(vectorized, C.conv2d_naive(x, weight, bias, s, p, d, g))
 
 
 @pytest.mark.parametrize(
@@ -177,9 +182,9 @@ def test_conv2d_matches_naive(xp, rng, case):
     [
         ("COLUMN_BUDGET_BYTES", 1, 5),  # one sample per chunk
         ("COLUMN_BUDGET_BYTES", 2, 3),  # two samples per chunk (the last one is short)
-        ("_CACHE_CHUNK_BYTES", 1, 5),  # one chunk, tiles of one sample
-        ("_CACHE_CHUNK_BYTES", 2.5, 3),  # one chunk, tiles of two samples
-        ("_CACHE_CHUNK_BYTES", 0.4, 15),  # one chunk, tiles of 2 output rows of one sample
+        ("CACHE_TILE_BYTES", 1, 5),  # one chunk, tiles of one sample
+        ("CACHE_TILE_BYTES", 2.5, 3),  # one chunk, tiles of two samples
+        ("CACHE_TILE_BYTES", 0.4, 15),  # one chunk, tiles of 2 output rows of one sample
     ],
 )
 @pytest.mark.parametrize("f", [3, 60])  # per-sample GEMMs (L >= F) and one batched GEMM
@@ -191,9 +196,12 @@ def test_chunks_and_tiles_give_the_same_result(xp, rng, monkeypatch, budget, siz
     whole = (C.conv2d(x, weight, **args), *C.conv2d_backward(grad_out, x, weight, **args))
     # Shrink a budget so the batch is cut in chunks, and chunks in tiles.
     sample_bytes = 27 * 40 * 8
-    monkeypatch.setattr(C, budget, int(size * sample_bytes))
-    chunks = C._batch_chunks(5, sample_bytes)
-    assert sum(len(C._tiles(c.stop - c.start, 5, sample_bytes)) for c in chunks) == tiles
+    monkeypatch.setattr(plans, budget, int(size * sample_bytes))
+    how = C.conv2d_plan(x.shape, weight.shape, **args, itemsize=8)["forward"]
+    assert how.column_bytes == sample_bytes
+    if how.layout == "per-sample":  # the plan's tiles are the GEMMs' tiles
+        chunks = how.chunks(5)
+        assert sum(len(how.tiles(c.stop - c.start, 5)) for c in chunks) == tiles
     chunked = (C.conv2d(x, weight, **args), *C.conv2d_backward(grad_out, x, weight, **args))
     for a, b in zip(whole, chunked, strict=True):
         assert_close(a, b)
@@ -472,13 +480,13 @@ def spy_on_direct_path(monkeypatch):
     """Count the calls of the three depthwise kernels (to show the direct path ran)."""
     calls = []
     for name in ("_depthwise_forward", "_depthwise_weight_grad", "_depthwise_input_grad"):
-        real = getattr(C, name)
+        real = getattr(conv_engine, name)
 
         def spy(*args, _real=real, _name=name):
             calls.append(_name)
             return _real(*args)
 
-        monkeypatch.setattr(C, name, spy)
+        monkeypatch.setattr(conv_engine, name, spy)
     return calls
 
 
@@ -498,6 +506,11 @@ def test_depthwise_direct_path_matches_the_im2col_path_and_the_definition(
         expected.add("_depthwise_forward")
     # on a GPU depthwise layers take the im2col kernels, never the direct path
     assert set(calls) == (set() if xp is not np else expected)
+    # the plan says so, and the engine followed it
+    backend = "numpy" if xp is np else "cupy"
+    plans_ = C.conv2d_plan(x.shape, weight.shape, s, p, d, c, x.itemsize, backend)
+    direct = {f"_depthwise_{name}" for name, how in plans_.items() if how.algorithm == "direct"}
+    assert direct == set(calls)
     # groups=1 with a block-diagonal weight is the same convolution, by im2col + GEMM
     dense = block_diagonal(xp, weight)
     assert_close(out, C.conv2d(x, dense, None, s, p, d))
@@ -515,7 +528,7 @@ def test_depthwise_planes_in_small_steps_give_the_same_result(xp, rng, monkeypat
         C.conv2d(x, weight, None, 1, 1, 1, 5),
         *C.conv2d_backward(grad_out, x, weight, 1, 1, 1, 5),
     )
-    monkeypatch.setattr(C, "_DEPTHWISE_CHUNK_BYTES", 2 * 55 * 8)  # two planes per step
+    monkeypatch.setattr(plans, "DEPTHWISE_STEP_BYTES", 2 * 55 * 8)  # two planes per step
     steps = (
         C.conv2d(x, weight, None, 1, 1, 1, 5),
         *C.conv2d_backward(grad_out, x, weight, 1, 1, 1, 5),
@@ -748,3 +761,119 @@ def test_conv_transpose_shapes_in_all_calls_are_consistent(xp):
             assert fn(*arrays, **kwargs).shape == (2, 6, 12, 11)
         if fn is C.conv2d:
             assert fn(*arrays, **kwargs).shape == (2, 6, 3, 5)
+
+
+# ----------------------------------------------------------------------------- threads
+THREAD_CASES = [
+    # (N, C, H, W, F, kernel, stride, padding, dilation, groups): one per plan
+    (5, 3, 9, 8, 4, (3, 3), 1, 1, 1, 1),  # im2col, per-sample tiles
+    (5, 6, 4, 5, 40, (3, 2), (2, 1), 1, 1, 2),  # im2col, batch-last
+    (5, 8, 6, 7, 4, (1, 1), 1, 0, 1, 1),  # gemm: a pointwise layer copies nothing
+    (5, 6, 9, 8, 6, (3, 3), 1, 1, (2, 1), 6),  # depthwise, direct
+    (5, 6, 9, 8, 6, (3, 3), 2, 1, 1, 6),  # depthwise, strided: im2col forward
+]
+
+
+@pytest.mark.parametrize("case", THREAD_CASES)
+def test_work_split_over_threads_gives_the_same_result(rng, monkeypatch, case):
+    """Every piece of work, however small, split over 3 threads: the same arrays as on one
+    thread (the parts write disjoint outputs), and the definition's."""
+    n, c, h, w, f, k, s, p, d, g = case
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((f, c // g, *k))
+    out = C.conv2d_naive(x, weight, None, s, p, d, g)
+    grad_out = rng.standard_normal(out.shape)
+
+    def run():
+        return (
+            C.conv2d(x, weight, None, s, p, d, g),
+            *C.conv2d_backward(grad_out, x, weight, s, p, d, g),
+            C.conv_transpose2d(grad_out, weight, None, s, p, 0, g, d),
+            C.im2col(x, k, s, p, d),
+        )
+
+    monkeypatch.setattr(plans, "CACHE_TILE_BYTES", 3000)  # several tiles and chunks
+    with threads.limit(1):
+        serial = run()
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 0)
+    with threads.limit(3):
+        how = C.conv2d_plan(x.shape, weight.shape, s, p, d, g, 8)
+        assert {plan.threads for plan in how.values()} == {3}
+        # LeNet-sized GEMMs are too small for BLAS to split: the tiles run side by side
+        if how["forward"].layout == "per-sample":
+            assert how["forward"].split == "tiles"
+        split = run()
+    for a, b in zip(serial, split, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_close(split[0], out)
+
+
+def test_thread_count_follows_the_environment(monkeypatch):
+    for name, value, expected in [
+        ("CNN_COURSE_NUM_THREADS", "3", 3),
+        ("OMP_NUM_THREADS", "1", 1),
+        ("OPENBLAS_NUM_THREADS", "2", 2),
+    ]:
+        for other in ("CNN_COURSE_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            monkeypatch.delenv(other, raising=False)
+        monkeypatch.setenv(name, value)
+        assert threads._from_environment() == expected
+    assert threads.split(10, 3) == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert threads.split(2, 4) == [slice(0, 1), slice(1, 2)]
+
+
+def test_the_plan_decides_each_path_by_hand():
+    """The plan, from shapes alone (no GPU needed to read a GPU plan)."""
+
+    def plans(x_shape, w_shape, stride=1, padding=0, groups=1, backend="numpy"):
+        how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, 4, backend)
+        return {k: (p.algorithm, p.layout) for k, p in how.items()}
+
+    # 56x56 = 3136 positions >= 64 filters: per-sample GEMMs writing NCHW
+    assert plans((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["forward"] == ("im2col", "per-sample")
+    # 7x7 = 49 positions < 512 filters: one GEMM over the batch widens the narrow side
+    assert plans((8, 512, 7, 7), (512, 512, 3, 3), padding=1)["forward"][1] == "batch-last"
+    # a 1x1 layer is a pure GEMM (no copy); with stride 2 it needs its columns
+    assert set(plans((8, 256, 56, 56), (64, 256, 1, 1)).values()) == {("gemm", "per-sample")}
+    assert plans((8, 256, 56, 56), (64, 256, 1, 1), stride=2)["forward"][0] == "im2col"
+    # depthwise: direct on a CPU (forward only at stride 1), one kernel on a GPU
+    dw = plans((8, 128, 56, 56), (128, 1, 3, 3), padding=1, groups=128)
+    assert {k: a for k, (a, _) in dw.items()} == dict.fromkeys(dw, "direct")
+    dw2 = plans((8, 128, 56, 56), (128, 1, 3, 3), stride=2, padding=1, groups=128)
+    assert [dw2[k][0] for k in ("forward", "input_grad", "weight_grad")] == [
+        "im2col",
+        "direct",
+        "direct",
+    ]
+    gpu = plans((8, 128, 56, 56), (128, 1, 3, 3), padding=1, groups=128, backend="cupy")
+    assert [gpu[k][0] for k in ("forward", "input_grad", "weight_grad")] == [
+        "kernel",
+        "kernel",
+        "im2col",
+    ]
+    # a GPU always takes one GEMM per chunk, on one host thread
+    gpu = C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, backend="cupy")["forward"]
+    assert (gpu.layout, gpu.threads) == ("batch-last", 1)
+    # chunks keep the columns within the budget: 64 samples of 64*9*224*224*4 bytes
+    how = C.conv2d_plan((64, 64, 224, 224), (64, 64, 3, 3), 1, 1)["forward"]
+    assert (
+        how.chunk * how.column_bytes <= C.COLUMN_BUDGET_BYTES < (how.chunk + 1) * how.column_bytes
+    )
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_thread_pool_works_in_a_forked_child(monkeypatch):
+    """A child forked after the pool started (multiprocessing's default on Linux) has none
+    of its threads: the engine starts a new pool there instead of waiting forever."""
+    import os
+
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 0)
+    x = np.arange(24.0).reshape(2, 3, 2, 2)
+    with threads.limit(2):
+        C.im2col(x, 1)  # the pool is running
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports by its exit status
+            ok = np.array_equal(C.im2col(x, 1), x.reshape(2, 3, 4))
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import pooling as P
+from cnn_course.ops._engine import threads
 from tests.helpers import LAYOUTS, assert_close, examples, laid_out
 
 # The 4x4 plane of the hand examples.
@@ -242,6 +243,7 @@ def test_max_pool2d_matches_naive(xp, case, ties, seed):
     assert_close(out, to_numpy(ref), rtol=0, atol=0)
     finite = np.isfinite(to_numpy(ref))  # a window of padding only has no meaningful index
     np.testing.assert_array_equal(to_numpy(indices)[finite], to_numpy(ref_indices)[finite])
+    assert_close(P.max_pool2d_vectorized(x, **cfg), to_numpy(ref), rtol=0, atol=0)
 
 
 @examples(30)
@@ -744,3 +746,35 @@ def test_pooling_keeps_the_dtype(xp, rng, dtype):
     assert indices.dtype == xp.int64
     _, indices = P.adaptive_max_pool2d(x, 3, return_indices=True)
     assert indices.dtype == xp.int64
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, ceil_mode", [(2, 2, 0, False), (3, 2, 1, True), ((3, 2), 1, 1, False)]
+)
+def test_work_split_over_threads_gives_the_same_result(
+    monkeypatch, kernel, stride, padding, ceil_mode
+):
+    """Every pass, however small, split over 3 threads: the same arrays as on one thread."""
+    x = np.random.default_rng(0).standard_normal((5, 3, 9, 8))
+    args = (kernel, stride, padding)
+    out, indices = P.max_pool2d(x, *args, ceil_mode=ceil_mode, return_indices=True)
+    grad_out = np.random.default_rng(1).standard_normal(out.shape)
+
+    def run():
+        return (
+            *P.max_pool2d(x, *args, ceil_mode=ceil_mode, return_indices=True),
+            P.max_pool2d(x, *args, ceil_mode=ceil_mode),
+            P.max_pool2d_backward(grad_out, x, *args, ceil_mode=ceil_mode),
+            P.max_pool2d_backward(grad_out, x, *args, ceil_mode=ceil_mode, indices=indices),
+            P.avg_pool2d(x, *args, ceil_mode=ceil_mode),
+            P.avg_pool2d_backward(grad_out, x, *args, ceil_mode=ceil_mode),
+        )
+
+    with threads.limit(1):
+        serial = run()
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 0)
+    with threads.limit(3):
+        split = run()
+    for a, b in zip(serial, split, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_close(split[0], P.max_pool2d_naive(x, *args, ceil_mode=ceil_mode))

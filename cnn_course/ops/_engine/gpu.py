@@ -15,7 +15,7 @@ the CPU code's loops over window positions or batch tiles would each be a kernel
 Padding is an index test instead of a padded copy. Integer division bounds these kernels, so
 each thread unravels its index with one division per axis, in 32 bits (64-bit division costs
 several times more): a batch chunk's columns stay far below 2**31 entries
-(``COLUMN_BUDGET_BYTES`` of :mod:`cnn_course.ops.conv`), and so does its input.
+(:data:`.plan.COLUMN_BUDGET_BYTES`), and so does its input.
 
 Every kernel takes its arrays, then the geometry (:data:`GEOMETRY`, made by :func:`geometry`),
 then its outputs. This module never imports CuPy: the kernels are made from the array module
@@ -28,9 +28,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from cnn_course._types import Array
 from cnn_course.backend import array_module
-
-Array = Any
 
 GEOMETRY = (
     "int32 C, int32 H, int32 W, int32 NB, int32 OH, int32 OW, int32 KH, int32 KW, "

@@ -1,0 +1,15 @@
+"""The private engine behind convolution and pooling (not part of the public API).
+
+- :mod:`.plan`: :func:`~.plan.plan` returns the :class:`~.plan.Plan` of a call (backend,
+  algorithm, layout, chunking, threads); it alone decides the path.
+- :mod:`.windows`: the one window geometry (:class:`~.windows.Window`) of convolution and
+  pooling; padding, window views, their adjoint, and copies on every core.
+- :mod:`.threads`: the small thread pool that runs NumPy's copies and elementwise passes on
+  every core (NumPy releases the GIL inside them).
+- :mod:`.conv`: im2col + GEMM in chunks and tiles, depthwise taps.
+- :mod:`.pool`: window reductions, arg-max positions and their scatter.
+- :mod:`.gpu`: the CUDA elementwise kernels of both (CuPy).
+
+The public modules (:mod:`cnn_course.ops.conv`, :mod:`cnn_course.ops.pooling`) validate the
+arguments, build the window and the plan, and call in here; nothing here imports them.
+"""

@@ -1,0 +1,168 @@
+"""The plan: the one place that decides how a convolution or pooling call runs.
+
+:func:`plan` looks at the backend, the shapes and the window of a call and returns a
+:class:`Plan` (a small frozen dataclass): which backend, which algorithm, which layout for
+the GEMMs, how many samples per batch chunk and per cache tile, how many threads. The
+engine's functions follow it and branch on nothing else; the benchmark and the tests read it
+(``conv2d_plan``) instead of guessing the path.
+
+Algorithms
+----------
+``"im2col"``
+    Gather each window into a column, then GEMMs (per sample, or per batch chunk).
+``"gemm"``
+    A pointwise layer (1x1 kernel, stride 1, no padding) with per-sample GEMMs: each sample's
+    input *is* its column matrix, so the layer is one GEMM per sample and copies nothing.
+``"direct"``
+    A depthwise layer (``groups == C_in == C_out``) on a CPU: a sum over the kh*kw kernel
+    offsets of shifted input planes times per-channel weights (no columns).
+``"kernel"``
+    One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
+``"windows"``
+    Pooling on a CPU: the windows copied into a contiguous array, then reduced.
+
+Split (how the threads share the work): ``"copies"``, each copy and elementwise pass is cut
+over the threads and each GEMM runs on BLAS's threads; ``"tiles"``, for per-sample GEMMs too
+small for BLAS to split (LeNet's layers), whole tiles (gather and GEMM) run side by side.
+
+Layouts (of the im2col GEMMs): ``"per-sample"``, (F, C*kh*kw) @ (C*kh*kw, L) per sample,
+written straight into NCHW, when there are at least as many output positions L as filters F
+(BLAS is slow when a side is narrow; batching would not widen it); ``"batch-last"``, one
+(F, C*kh*kw) @ (C*kh*kw, nb*L) per chunk, when L < F (the batch widens the narrow side) and
+always on a GPU (which wants few, wide GEMMs and has no cache for tiles to stay in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnn_course.ops._engine import threads
+from cnn_course.ops._engine.windows import Window
+
+__all__ = ["Plan", "plan", "COLUMN_BUDGET_BYTES", "CACHE_TILE_BYTES", "DEPTHWISE_STEP_BYTES"]
+
+#: Largest column matrix (bytes) a convolution builds at once; bigger batches are chunked.
+COLUMN_BUDGET_BYTES = 256 * 2**20
+#: Per-sample GEMMs take their columns in tiles (whole samples, or a few output rows of one
+#: sample) of at most this size, so each tile is multiplied while it is still in cache.
+CACHE_TILE_BYTES = 2 * 2**20
+#: OpenBLAS runs a GEMM of fewer multiply-accumulates (m*n*k) than this on one thread
+#: (``SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD``): such GEMMs run side by side instead.
+BLAS_SINGLE_THREAD_MACS = 65536 * 4
+#: Planes per step of the depthwise loops: the accumulator of this many output bytes stays in
+#: cache across the kh*kw taps (measured fastest near 256 KiB on a 2 MiB L2).
+DEPTHWISE_STEP_BYTES = 256 * 2**10
+
+OPS = (
+    "conv2d",
+    "conv2d_weight_grad",
+    "conv2d_input_grad",
+    "max_pool2d",
+    "avg_pool2d",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one call runs (see the module docstring for the values).
+
+    Attributes
+    ----------
+    op : one of :data:`OPS`
+    backend : ``"numpy"`` or ``"cupy"``
+    algorithm : ``"im2col"``, ``"gemm"``, ``"direct"``, ``"kernel"`` or ``"windows"``
+    layout : ``"per-sample"``, ``"batch-last"`` (im2col GEMMs) or ``"planes"``
+    chunk : samples per batch chunk (the columns of a chunk fit :data:`COLUMN_BUDGET_BYTES`)
+    tile_samples, tile_rows : a per-sample tile: this many samples, of this many output rows
+    column_bytes : bytes of one sample's column matrix (C*kh*kw*H_out*W_out values)
+    threads : threads the copies and elementwise passes use
+    split : ``"copies"`` or ``"tiles"`` (see the module docstring)
+    """
+
+    op: str
+    backend: str
+    algorithm: str
+    layout: str
+    chunk: int
+    tile_samples: int
+    tile_rows: int
+    column_bytes: int
+    threads: int
+    split: str = "copies"
+
+    def chunks(self, n: int) -> list[slice]:
+        """The batch chunks of ``n`` samples."""
+        return [slice(i, min(i + self.chunk, n)) for i in range(0, n, self.chunk)]
+
+    def tiles(self, nb: int, oh: int) -> list[tuple[slice, slice]]:
+        """(samples, output rows) tiles of a chunk of ``nb`` samples with ``oh`` rows."""
+        if self.tile_rows < oh:
+            return [
+                (slice(b, b + 1), slice(r, min(r + self.tile_rows, oh)))
+                for b in range(nb)
+                for r in range(0, oh, self.tile_rows)
+            ]
+        step = self.tile_samples
+        return [(slice(b, min(b + step, nb)), slice(0, oh)) for b in range(0, nb, step)]
+
+
+def plan(
+    op: str,
+    x_shape: tuple[int, ...],
+    win: Window,
+    out_channels: int,
+    itemsize: int,
+    cupy: bool = False,
+) -> Plan:
+    """The plan of ``op`` on an input of ``x_shape`` (N, C, H, W) with window ``win``.
+
+    ``out_channels`` is the convolution's F (pooling: C); ``cupy`` whether the arrays live
+    on a GPU. Pure: shapes in, a plan out (nothing is allocated).
+    """
+    if op not in OPS:
+        raise ValueError(f"plan: unknown op {op!r}; expected one of {OPS}")
+    backend = "cupy" if cupy else "numpy"
+    n, c = x_shape[:2]
+    oh, ow = win.out
+    positions = oh * ow
+    column_bytes = c * win.kernel[0] * win.kernel[1] * positions * itemsize
+    cpu_threads = 1 if cupy else threads.num_threads()
+    if op in ("max_pool2d", "avg_pool2d"):
+        algorithm = "kernel" if cupy else "windows"
+        return Plan(op, backend, algorithm, "planes", n, n, oh, column_bytes, cpu_threads)
+    depthwise = win.groups > 1 and win.groups == c == out_channels
+    direct = depthwise and (
+        (op == "conv2d" and (cupy or win.stride == (1, 1)))
+        or op == "conv2d_input_grad"
+        or (op == "conv2d_weight_grad" and not cupy)
+    )
+    if direct:
+        algorithm = "kernel" if cupy else "direct"
+        return Plan(op, backend, algorithm, "planes", n, n, oh, column_bytes, cpu_threads)
+    per_sample = positions >= out_channels and not cupy
+    layout = "per-sample" if per_sample else "batch-last"
+    algorithm = "gemm" if per_sample and win.pointwise else "im2col"
+    budget = COLUMN_BUDGET_BYTES
+    if per_sample and op == "conv2d_input_grad":
+        budget = min(budget, CACHE_TILE_BYTES)  # the column gradient is folded in cache
+    chunk = min(n, max(1, budget // max(column_bytes, 1)))
+    if column_bytes > CACHE_TILE_BYTES:
+        tile_samples, tile_rows = 1, max(1, CACHE_TILE_BYTES * oh // column_bytes)
+    else:
+        tile_samples, tile_rows = max(1, CACHE_TILE_BYTES // max(column_bytes, 1)), oh
+    gemm_macs = out_channels // win.groups * column_bytes // itemsize // win.groups
+    small = per_sample and gemm_macs < BLAS_SINGLE_THREAD_MACS
+    # the tiles do not depend on the thread count, so neither do the sums over them
+    split = "tiles" if small and cpu_threads > 1 else "copies"
+    return Plan(
+        op,
+        backend,
+        algorithm,
+        layout,
+        chunk,
+        tile_samples,
+        tile_rows,
+        column_bytes,
+        cpu_threads,
+        split,
+    )
