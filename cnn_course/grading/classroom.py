@@ -3,6 +3,7 @@
     cnn-course grade-class ROSTER --out DIR [--jobs N] [--seed S] [--shard K/N] [--force]
                            [--student ID ...] [--canvas FILE] [--assignment NAME]
                            [--no-notebooks] [--student-timeout SECONDS]
+                           [--course-key KEY] [--no-variants] [--list-variants]
     cnn-course grade-class --merge DIR1 DIR2 ... --out DIR [--canvas FILE]
 
 ROSTER holds one folder per student, named by the student id (letters, digits and ``._@+-``);
@@ -27,6 +28,13 @@ student id, so a student's report does not depend on the shard or on the other s
 grades only the students whose notebooks changed: the cache is keyed by the bytes of the
 student's notebooks, the manifest, the seed, the exercises and the course version.
 ``--force`` regrades everyone; ``--student ID`` regrades only that student.
+
+Exercises with variants (:mod:`.variants`) are graded as the variant each student id draws
+with the course key (``--course-key``, ``$CNN_COURSE_KEY``, the manifest's, or the public
+one); the reports record it, the gradebook gains a last column ``variants`` and
+``similarity.csv`` a column ``variant`` (students are compared only within a variant).
+``--no-variants`` grades everyone on the default variants (a class handed the course's own
+notebooks); ``--list-variants`` prints who gets which variant and stops.
 
 Exit status: 0 when grading completed (whatever the scores), 3 when it completed but student
 code could not be isolated (feedback only), 2 for a usage error (no roster, an empty roster,
@@ -54,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnn_course import __version__
-from cnn_course.grading import notebooks, similarity
+from cnn_course.grading import notebooks, similarity, variants
 from cnn_course.grading.manifest import DEFAULT_MANIFEST, Exercise, load_manifest
 from cnn_course.grading.report import clean
 from cnn_course.grading.submission import (
@@ -201,6 +209,8 @@ def _worker(job_file: str) -> int:
             student=job["student"],
             assignment=job["assignment"],
             class_seed=job["class_seed"],
+            course_key=job.get("course_key"),
+            draw_variants=job.get("draw_variants", True),
         )
     except SubmissionError as exc:
         result["error"] = str(exc)
@@ -294,16 +304,22 @@ def _points(value: float) -> str:
     return f"{value:g}"
 
 
-def write_gradebook(path: Path, reports: dict[str, dict], ids: list[str]) -> None:
+def write_gradebook(
+    path: Path, reports: dict[str, dict], ids: list[str], with_variants: bool = False
+) -> None:
+    """``gradebook.csv``; with ``with_variants``, a last column ``variants`` names each
+    student's variants (``conv2d=nhwc;nms=xyxy``)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh, lineterminator="\n")
-        out.writerow(["student", "total", "max_total", *ids])
+        out.writerow(["student", "total", "max_total", *ids] + ["variants"] * with_variants)
         for student in sorted(reports):
             r = reports[student]
             points = {row["id"]: row["points"] for row in r["exercises"]}
+            chosen = ";".join(f"{k}={v}" for k, v in (r.get("variants") or {}).items())
             out.writerow(
                 [student, _points(r["total"]), _points(r["max_total"])]
                 + [_points(points.get(i, 0.0)) for i in ids]
+                + [chosen] * with_variants
             )
 
 
@@ -337,9 +353,8 @@ def write_canvas(
 
 def reference_fingerprints(exercises: list[Exercise]) -> dict[str, list[list[int]]]:
     """Per exercise, the fingerprints of the instructor's solution (where the checkout has
-    it) and of the library's reference function."""
-    import inspect
-
+    it) and of the library's reference function; per non-default variant
+    (``"<exercise>@<variant>"``), those of the variant's adapter and of the library function."""
     from cnn_course.grading.execute import resolve
 
     refs: dict[str, list[list[int]]] = {}
@@ -349,14 +364,24 @@ def reference_fingerprints(exercises: list[Exercise]) -> dict[str, list[list[int
         if path.is_file():
             code = notebooks.solution_code(notebooks.read_notebook(path))
             prints.append(similarity.fingerprints(similarity.extract(code, e.function)))
-        try:
-            source = inspect.getsource(resolve(e.reference))
-            code = similarity.extract(source, source_name(source))
-            prints.append(similarity.fingerprints(code))
-        except (ImportError, AttributeError, OSError, TypeError):
-            pass
+        library = _function_prints(resolve, e.reference)
+        prints.append(library)
         refs[e.id] = [sorted(p) for p in prints if p]
+        for v in e.variants[1:]:  # the variant's adapter, and the library function it adapts
+            own = _function_prints(resolve, e.with_variant(v.name).reference)
+            refs[f"{e.id}@{v.name}"] = [sorted(p) for p in (own, library) if p]
     return refs
+
+
+def _function_prints(resolve, dotted: str) -> frozenset[int]:
+    """The fingerprints of the source of the function at ``dotted`` (empty without one)."""
+    import inspect
+
+    try:
+        source = inspect.getsource(resolve(dotted))
+    except (ImportError, AttributeError, OSError, TypeError):
+        return frozenset()
+    return similarity.fingerprints(similarity.extract(source, source_name(source)))
 
 
 def source_name(source: str) -> str:
@@ -379,12 +404,18 @@ def base_prints(exercises: list[Exercise]) -> dict[str, frozenset[int]]:
         except SyntaxError:
             stub = ""
         base[e.id] = similarity.base_fingerprints(stub, e.function)
+        for v in e.variants[1:]:  # every variant's stub is given too
+            base[e.id] |= similarity.base_fingerprints(notebooks.stub_source(v.stub), e.function)
     return base
 
 
 def class_similarity(
-    prints: dict[str, dict[str, list[int]]], exercises: list[Exercise]
+    prints: dict[str, dict[str, list[int]]],
+    exercises: list[Exercise],
+    variants: dict[str, dict[str, str]] | None = None,
 ) -> list[dict]:
+    """Pairs of students (given the same variant) and students against the reference code
+    of their variant, at or above the threshold."""
     base = base_prints(exercises)
     ids = {e.id for e in exercises}
 
@@ -393,15 +424,19 @@ def class_similarity(
 
     students = {s: {e: strip(v, e) for e, v in p.items() if e in ids} for s, p in prints.items()}
     refs = {e: [strip(v, e) for v in vs] for e, vs in reference_fingerprints(exercises).items()}
-    return similarity.compare_class(students, refs)
+    return similarity.compare_class(students, refs, variants=variants)
 
 
-def write_similarity(path: Path, rows: list[dict]) -> None:
+def write_similarity(path: Path, rows: list[dict], with_variants: bool = False) -> None:
+    """``similarity.csv``; with ``with_variants``, a last column names the variant compared."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh, lineterminator="\n")
-        out.writerow(["student", "other", "exercise", "score"])
+        out.writerow(["student", "other", "exercise", "score"] + ["variant"] * with_variants)
         for r in rows:
-            out.writerow([r["student"], r["other"], r["exercise"], f"{r['score']:.3f}"])
+            out.writerow(
+                [r["student"], r["other"], r["exercise"], f"{r['score']:.3f}"]
+                + [r.get("variant") or ""] * with_variants
+            )
 
 
 def write_summary(
@@ -482,9 +517,10 @@ def finalize(
     problems: dict[str, str],
     canvas: Path | None,
     assignment: str | None,
+    with_variants: bool = False,
 ) -> dict[str, dict]:
     """Write the gradebook, the similarity table, the summary (and the Canvas file) from the
-    reports in ``out`` of ``students``."""
+    reports in ``out`` of ``students``; ``with_variants``: the class was given variants."""
     reports, prints = {}, {}
     for s in students:
         path = out / s / "report.json"
@@ -493,9 +529,10 @@ def finalize(
             fp = out / s / "fingerprints.json"
             prints[s] = json.loads(fp.read_text()) if fp.exists() else {}
     ids = [e.id for e in exercises]
-    write_gradebook(out / "gradebook.csv", reports, ids)
-    rows = class_similarity(prints, exercises)
-    write_similarity(out / "similarity.csv", rows)
+    write_gradebook(out / "gradebook.csv", reports, ids, with_variants)
+    given = {s: r.get("variants") or {} for s, r in reports.items()}
+    rows = class_similarity(prints, exercises, given)
+    write_similarity(out / "similarity.csv", rows, with_variants)
     write_summary(out, reports, exercises, rows, problems)
     if canvas is not None:
         write_canvas(canvas, reports, exercises, assignment)
@@ -522,6 +559,18 @@ def parser() -> argparse.ArgumentParser:
         "--student-timeout", type=float, default=STUDENT_TIMEOUT, help="seconds per student"
     )
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="merge shard outputs")
+    p.add_argument(
+        "--course-key", help="the course key of the variant drawing (default: $CNN_COURSE_KEY, "
+        "the manifest's [variants] key, or the public key)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="grade every student on the default variants (the course's own notebooks)",
+    )
+    p.add_argument(
+        "--list-variants", action="store_true", help="print who gets which variant and stop"
+    )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help=argparse.SUPPRESS)
     return p
 
@@ -549,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(exc))
     exercises = [e for e in load_manifest(args.manifest) if not ids or e.id in ids]
     ids = [e.id for e in exercises]
+    course_key = variants.course_key(args.course_key, args.manifest)
+    draw_variants = not args.no_variants and any(e.variants for e in exercises)
+    if args.list_variants:
+        rows = variants.table(list(roster.students), exercises, course_key)
+        csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
+        return 0
     students = shard(list(roster.students), k, n)
     problems = roster.problems if k == 1 else {}  # reported once, by the first shard
     if args.student:
@@ -571,8 +626,11 @@ def main(argv: list[str] | None = None) -> int:
         "assignment": args.assignment,
         "run_notebooks": not args.no_notebooks,
         "version": __version__,
+        "draw_variants": draw_variants,
+        "variant_key": variants.key_fingerprint(course_key),
+        "course_key": course_key,  # to the graders (a private folder), never written out
     }
-    keyed = {k_: v for k_, v in context.items() if k_ != "manifest"}
+    keyed = {k_: v for k_, v in context.items() if k_ not in ("manifest", "course_key")}
     jobs, cached = [], []
     for s in students:
         key = cache_key(roster.students[s], keyed)
@@ -599,11 +657,14 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {"class_seed": class_seed, "manifest_sha256": manifest_hash, "exercises": ids,
              "assignment": args.assignment, "shard": [k, n], "students": students,
-             "not_graded": problems, "version": __version__},
+             "not_graded": problems, "version": __version__, "draw_variants": draw_variants,
+             "variant_key": context["variant_key"]},
             indent=2,
         ) + "\n"
     )  # fmt: skip
-    reports = finalize(out, students, exercises, problems, args.canvas, args.assignment)
+    reports = finalize(
+        out, students, exercises, problems, args.canvas, args.assignment, draw_variants
+    )
     seconds = time.monotonic() - start
     for s in sorted(problems):
         print(f"cnn-course grade-class: {s}: {problems[s]}", file=sys.stderr)
@@ -688,6 +749,13 @@ def _grade_and_store(
         )  # fmt: skip
         report = failed_report(exercises, job.student, job.seed, message, status, isolation)
         report["status"], report["status_message"] = status, clean(message)
+        given = variants.resolve(
+            exercises, student=job.student, key=context.get("course_key"),
+            draw_variants=context.get("draw_variants", True),
+        )  # fmt: skip
+        if given:
+            report["variants"] = given
+            report["variant_key"] = context.get("variant_key")
         audit(
             report,
             student=job.student,
@@ -718,7 +786,14 @@ def merge(
         if not path.exists():
             return _error(f"--merge {d}: not the output of grade-class (no class.json)")
         classes.append(json.loads(path.read_text()))
-    for key in ("class_seed", "manifest_sha256", "exercises", "assignment"):
+    for key in (
+        "class_seed",
+        "manifest_sha256",
+        "exercises",
+        "assignment",
+        "draw_variants",
+        "variant_key",
+    ):
         values = {json.dumps(c.get(key)) for c in classes}
         if len(values) > 1:
             return _error(f"--merge: the shards differ in {key}; grade them with the same options")
@@ -743,7 +818,13 @@ def merge(
     merged = dict(classes[0], students=sorted(students), shard=[1, 1], not_graded=problems)
     (out / "class.json").write_text(json.dumps(merged, indent=2) + "\n")
     reports = finalize(
-        out, sorted(students), exercises, problems, canvas, classes[0].get("assignment")
+        out,
+        sorted(students),
+        exercises,
+        problems,
+        canvas,
+        classes[0].get("assignment"),
+        bool(classes[0].get("draw_variants")),
     )
     print(f"merged {len(dirs)} shard(s): {len(reports)} student(s); {out / 'gradebook.csv'}")
     return 0

@@ -20,6 +20,10 @@ lower (the test-suite checks both). Functions with fewer than :data:`MIN_FINGERP
 fingerprints (a one-line ``return np.maximum(x, 0)``) are too short to tell copying from the
 one obvious answer and are not compared. A flagged pair is a reason to read both
 submissions, not a verdict.
+
+Where an exercise has variants (:mod:`.variants`), two students are compared on it only when
+they were given the same variant, and each student against the reference code of their own
+variant (``reference["<exercise>@<variant>"]``, else ``reference["<exercise>"]``).
 """
 
 from __future__ import annotations
@@ -179,6 +183,7 @@ def compare_class(
     prints: dict[str, dict[str, list[int]]],
     reference: dict[str, list[list[int]]] | None = None,
     threshold: float = THRESHOLD,
+    variants: dict[str, dict[str, str]] | None = None,
 ) -> list[dict]:
     """Pairs at or above ``threshold``.
 
@@ -186,23 +191,36 @@ def compare_class(
     of fingerprint sets (the instructor's solution, the library's function). Returns rows
     ``{"student", "other", "exercise", "score"}`` sorted by student, other, exercise, with
     ``student < other`` for pairs of students and ``other == "reference"`` for the best match
-    against the reference code."""
+    against the reference code. ``variants`` maps student -> exercise -> the variant they
+    were given: pairs with different variants of an exercise are not compared, and the rows
+    carry ``"variant"`` (None for an exercise without variants)."""
+    variants = variants or {}
+
+    def variant_of(student: str, exercise: str) -> str | None:
+        return variants.get(student, {}).get(exercise)
+
     rows = []
     students = sorted(prints)
     sets = {s: {e: frozenset(v) for e, v in prints[s].items()} for s in students}
     for a, b in combinations(students, 2):
         for exercise in sorted(set(sets[a]) & set(sets[b])):
+            if variant_of(a, exercise) != variant_of(b, exercise):
+                continue  # different specifications: not comparable
             value = score(sets[a][exercise], sets[b][exercise])
             if value is not None and value >= threshold:
-                rows.append({"student": a, "other": b, "exercise": exercise, "score": value})
+                rows.append({"student": a, "other": b, "exercise": exercise, "score": value,
+                             "variant": variant_of(a, exercise)})  # fmt: skip
+    reference = reference or {}
     for student in students:
         for exercise, mine in sorted(sets[student].items()):
-            values = [score(mine, frozenset(r)) for r in (reference or {}).get(exercise, [])]
+            variant = variant_of(student, exercise)
+            refs = reference.get(f"{exercise}@{variant}", reference.get(exercise, []))
+            values = [score(mine, frozenset(r)) for r in refs]
             values = [v for v in values if v is not None]
             if values and max(values) >= threshold:
                 rows.append(
                     {"student": student, "other": REFERENCE, "exercise": exercise,
-                     "score": max(values)}
+                     "score": max(values), "variant": variant}
                 )  # fmt: skip
     rows.sort(key=lambda r: (r["student"], r["other"], r["exercise"]))
     for row in rows:

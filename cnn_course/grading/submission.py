@@ -10,6 +10,9 @@ folder with :func:`cnn_course.grading.runner.grade`, and adds to the report what
 audit the score:
 
 - ``student``: the student id (None for a single submission graded without one);
+- ``variants``: the variant graded of each exercise that has variants (drawn from the
+  student id with the course key, see :mod:`.variants`; the defaults without an id), and
+  ``variant_key``: a fingerprint of the course key (not the key);
 - ``course``: ``{"version": ..., "commit": ...}`` (``git rev-parse HEAD`` of the checkout the
   grader runs from, ``"unknown"`` without one);
 - ``manifest_sha256``: the SHA-256 of the manifest file;
@@ -50,6 +53,9 @@ from cnn_course.grading.manifest import (
 )
 from cnn_course.grading.report import MARKDOWN, clean
 from cnn_course.grading.report import markdown as score_table
+from cnn_course.grading.variants import course_key as course_key_of
+from cnn_course.grading.variants import key_fingerprint
+from cnn_course.grading.variants import resolve as resolve_variants
 
 # Fields that depend on the run (time taken, when, where the folder was): left out of
 # ``report_sha256``.
@@ -283,8 +289,16 @@ def grade_submission(
     student: str | None = None,
     assignment: str | None = None,
     class_seed: int | None = None,
+    variants: dict[str, str] | None = None,
+    course_key: str | None = None,
+    draw_variants: bool = True,
 ) -> dict:
     """Grade the submission in ``folder`` and return the audited report.
+
+    Each exercise with variants is graded as the variant ``student`` draws (with
+    ``course_key``, see :mod:`.variants`; the default variant without a student or when
+    ``draw_variants`` is false); ``variants`` (exercise id -> name) overrides the drawing.
+    A notebook's own metadata is never read for this.
 
     Raises :class:`SubmissionError` when the folder is missing or holds no notebook of the
     manifest (not even renamed), ValueError for unknown exercise ids or assignment."""
@@ -307,6 +321,11 @@ def grade_submission(
             "exercises/, and for renamed copies of them)"
         )
     needs_pytest()
+    key = course_key_of(course_key, manifest)
+    chosen_variants = resolve_variants(
+        chosen, student=student, explicit=variants, key=key, manifest=manifest,
+        draw_variants=draw_variants,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cnn-course-submission-") as tmp:
         copy_found(found, Path(tmp))
         report = grade(
@@ -315,8 +334,12 @@ def grade_submission(
             exercise_ids=ids,
             seed=seed,
             run_notebooks=run_notebooks,
+            variants=chosen_variants,
         )
     report["run"] = {"seconds": report.get("seconds")}
+    if chosen_variants:
+        report["variants"] = chosen_variants
+        report["variant_key"] = key_fingerprint(key)
     return audit(
         report,
         student=student,
@@ -350,6 +373,7 @@ def markdown(report: dict) -> str:
         f"commit {md_inline(course.get('commit', 'unknown'))}",
         f"- manifest SHA-256: {report.get('manifest_sha256', '?')}",
         f"- seed: {report.get('seed')}",
+        *variant_lines(report),
         f"- isolation: {md_inline(isolation.get('message', 'unknown'))}",
         f"- report SHA-256 (without run times): {report.get('report_sha256', '?')}",
     ]
@@ -359,6 +383,15 @@ def markdown(report: dict) -> str:
         for name, entry in files.items():
             lines.append(f"| {name} | {md_inline(entry['file'])} | {entry['matched']} |")
     return "\n".join(lines) + "\n"
+
+
+def variant_lines(report: dict) -> list[str]:
+    """The audit lines naming the variants graded (none for a course without variants)."""
+    chosen = report.get("variants") or {}
+    if not chosen:
+        return []
+    listed = ", ".join(f"{k}: {md_inline(v)}" for k, v in chosen.items())
+    return [f"- variants: {listed} (course key {md_inline(report.get('variant_key', '?'))})"]
 
 
 def _replace(path: Path, text: str) -> None:
