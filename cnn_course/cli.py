@@ -16,6 +16,12 @@ from cnn_course import __version__
 # subcommand -> (module with a ``main(argv) -> int``, one-line help)
 SUBCOMMANDS = {
     "grade": ("cnn_course.grading.cli", "grade exercise submissions (JSON and Markdown report)"),
+    "grade-class": (
+        "cnn_course.grading.classroom",
+        "grade a class: gradebook, reports, similarity",
+    ),
+    "classroom-template": ("cnn_course.grading.template", "write the student starter repository"),
+    "variants": ("cnn_course.grading.variants", "list each student's exercise variants"),
     "bench": ("cnn_course.bench", "time the operations against GEMM, PyTorch and naive loops"),
     "train": ("cnn_course.training", "train a model from the zoo on real handwritten digits"),
 }
@@ -40,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="cnn-course",
         description="CNN interview questions answered with tested code.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n  info     which backends work on this machine\n"
-        + "".join(f"  {name:<8} {text}\n" for name, (_, text) in SUBCOMMANDS.items())
+        epilog="commands:\n  info               which backends work on this machine\n"
+        + "".join(f"  {name:<18} {text}\n" for name, (_, text) in SUBCOMMANDS.items())
         + "\nRun 'cnn-course COMMAND --help' for a command's options.",
     )
     parser.add_argument("command", choices=["info", *SUBCOMMANDS], help="what to do")

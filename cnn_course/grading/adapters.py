@@ -13,7 +13,7 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
-from cnn_course import analysis, init, nn, optim
+from cnn_course import analysis, detection, init, nn, optim
 from cnn_course import functional as F
 from cnn_course.backend import np
 
@@ -150,3 +150,107 @@ def shift_equivariance_gap(x: Any, weight: Any, dy: int, dx: int) -> float:
     after = F.conv2d(_shift(x, dy, dx), weight, padding="same")
     before = _shift(F.conv2d(x, weight, padding="same"), dy, dx)
     return float(np.max(np.abs(after - before)))
+
+
+# ---- variants (exercises/manifest.toml ``[[exercise.variant]]``): the library, adapted ------
+# Each adapter changes only the layout or the convention of the arguments and the result
+# (a transpose, a box conversion, a padding done before the call) and calls the library for
+# the computation itself.
+
+
+def _nchw(x: Any) -> Any:
+    """(N, H, W, C) -> (N, C, H, W)."""
+    return x.transpose(0, 3, 1, 2)
+
+
+def _nhwc(x: Any) -> Any:
+    """(N, C, H, W) -> (N, H, W, C), contiguous."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def conv2d_nhwc(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0) -> Any:
+    """``conv2d`` on x (N, H, W, C_in) with weight (kh, kw, C_in, C_out) (TensorFlow's HWIO),
+    returning (N, H_out, W_out, C_out)."""
+    out = F.conv2d(_nchw(x), weight.transpose(3, 2, 0, 1), bias, stride=stride, padding=padding)
+    return _nhwc(out)
+
+
+def conv2d_reflect(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0) -> Any:
+    """``conv2d`` with the input padded by reflection (PyTorch's ``padding_mode="reflect"``)
+    instead of zeros: the padding is done first, then the library convolves with padding 0."""
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="reflect")
+    return F.conv2d(padded, weight, bias, stride=stride, padding=0)
+
+
+def max_pool2d_nhwc(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Any:
+    """``max_pool2d`` on x (N, H, W, C), returning (N, H_out, W_out, C)."""
+    return _nhwc(F.max_pool2d(_nchw(x), kernel_size, stride, padding))
+
+
+def max_pool2d_backward_argmax(
+    grad_out: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0
+) -> tuple[Any, Any]:
+    """``(grad_x, indices)``: the gradient, and the int64 map (N, C, H_out, W_out) of the
+    flat index ``row * W + col`` in x's plane of each window's maximum (PyTorch's
+    ``return_indices=True``)."""
+    _, indices = F.max_pool2d(x, kernel_size, stride, padding, return_indices=True)
+    return F.max_pool2d_backward(grad_out, x, kernel_size, stride, padding), indices
+
+
+def avg_pool2d_exclude_pad(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Any:
+    """``avg_pool2d`` averaging over the window's pixels inside the input only
+    (``count_include_pad=False``)."""
+    return F.avg_pool2d(x, kernel_size, stride, padding, count_include_pad=False)
+
+
+def avg_pool2d_backward_exclude_pad(
+    grad_out: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0
+) -> Any:
+    """The gradient of :func:`avg_pool2d_exclude_pad`."""
+    return F.avg_pool2d_backward(grad_out, x, kernel_size, stride, padding, count_include_pad=False)
+
+
+def batch_norm_train_nhwc(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> Any:
+    """:func:`batch_norm_train` on x (N, H, W, C) (statistics over N, H and W)."""
+    return _nhwc(batch_norm_train(_nchw(x), weight, bias, eps))
+
+
+def batch_norm_train_stats(x: Any, weight: Any, bias: Any, eps: float = 1e-5) -> tuple:
+    """``(out, mean, var)``: :func:`batch_norm_train`, the batch mean per channel and the
+    unbiased batch variance per channel (the values a running estimate is updated with).
+    The library writes them into running buffers when ``momentum`` is 1."""
+    mean = np.zeros(x.shape[1], dtype=x.dtype)
+    var = np.ones(x.shape[1], dtype=x.dtype)
+    out = F.batch_norm(x, mean, var, weight, bias, training=True, momentum=1.0, eps=eps)
+    return out, mean, var
+
+
+def batch_norm_train_backward_nhwc(grad_out: Any, x: Any, weight: Any, eps: float = 1e-5) -> Any:
+    """:func:`batch_norm_train_backward` on grad_out and x (N, H, W, C)."""
+    grad_x, grad_weight, grad_bias = batch_norm_train_backward(
+        _nchw(grad_out), _nchw(x), weight, eps
+    )
+    return _nhwc(grad_x), grad_weight, grad_bias
+
+
+def _xyxy(boxes: Any) -> Any:
+    """(cx, cy, w, h) boxes -> (x1, y1, x2, y2)."""
+    centre, size = boxes[:, :2], boxes[:, 2:]
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def box_iou_cxcywh(a: Any, b: Any) -> Any:
+    """``box_iou`` of boxes given as (cx, cy, w, h)."""
+    return detection.box_iou(_xyxy(a), _xyxy(b))
+
+
+def nms_cxcywh(boxes: Any, scores: Any, iou_threshold: float) -> Any:
+    """``nms`` of boxes given as (cx, cy, w, h)."""
+    return detection.nms(_xyxy(boxes), scores, iou_threshold)
+
+
+def sgd_nesterov(param: Any, grads: Any, lr: float, momentum: float) -> Any:
+    """:func:`sgd_momentum` with Nesterov momentum (``optim.SGD(nesterov=True)``)."""
+    steps = [(g,) for g in grads]
+    return _optimize(optim.SGD, [param], steps, lr=lr, momentum=momentum, nesterov=True)[0]

@@ -436,3 +436,183 @@ def make_case(generator: str, seed: int, exercise_id: str, index: int) -> Case:
     """Case ``index`` of an exercise, for the grading ``seed``."""
     rng = np.random.default_rng([seed, zlib.crc32(exercise_id.encode()), index])
     return GENERATORS[generator](rng, index)
+
+
+# ------------------------------------------------------- Part III (chapters 21 to 23)
+
+# Every case holds a pair disjoint along both axes (where an unmasked intersection would be
+# positive), an identical pair and a contained pair; eps = 0.5 makes a dropped eps visible.
+GIOU_TEMPLATES = [
+    {"reduction": "none", "eps": 1e-7, "dtype": "float64"},
+    {"reduction": "mean", "eps": 1e-7, "dtype": "float64"},
+    {"reduction": "sum", "eps": 0.5, "dtype": "float64"},
+    {"reduction": "none", "eps": 1e-7, "dtype": "float32"},
+]
+
+
+def giou_loss(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(GIOU_TEMPLATES, index)
+    n = int(rng.integers(4, 9))
+    boxes1, boxes2 = _boxes(rng, n), _boxes(rng, n)
+    boxes2[0] = boxes1[0] + [40, 40, 40, 40]  # disjoint in x and in y
+    boxes2[1] = boxes1[1]  # identical
+    boxes2[2] = boxes1[2] + [0.5, 0.5, -0.5, -0.5]  # inside (the _boxes are at least 1 wide)
+    kwargs = {"reduction": t["reduction"], "eps": t["eps"]}
+    return Case((boxes1.astype(t["dtype"]), boxes2.astype(t["dtype"])), kwargs)
+
+
+# ``mask``: a boolean mask in which every query keeps at least one key.
+ATTENTION_TEMPLATES = [
+    {"mask": None, "is_causal": False, "scale": None, "dtype": "float64"},
+    {"mask": None, "is_causal": True, "scale": None, "dtype": "float64"},
+    {"mask": "bool", "is_causal": False, "scale": None, "dtype": "float32"},
+    {"mask": None, "is_causal": False, "scale": 0.5, "dtype": "float64"},
+]
+
+
+def attention_backward(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(ATTENTION_TEMPLATES, index)
+    batch, heads = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    length = int(rng.integers(2, 6))
+    source = length if t["is_causal"] else int(rng.integers(2, 7))
+    e, ev = int(rng.integers(2, 6)), int(rng.integers(1, 5))
+    q = _normal(rng, (batch, heads, length, e), t["dtype"])
+    k = _normal(rng, (batch, heads, source, e), t["dtype"])
+    v = _normal(rng, (batch, heads, source, ev), t["dtype"])
+    grad_out = _normal(rng, (batch, heads, length, ev), t["dtype"])
+    kwargs: dict = {"is_causal": t["is_causal"], "scale": t["scale"]}
+    if t["mask"] == "bool":
+        mask = rng.uniform(size=(length, source)) < 0.6
+        mask[np.arange(length), rng.integers(0, source, size=length)] = True
+        kwargs["attn_mask"] = mask
+    return Case((grad_out, q, k, v), kwargs)
+
+
+FOLD_BN_TEMPLATES = [
+    {"weight": "conv", "bias": True, "eps": 1e-5, "dtype": "float64"},
+    {"weight": "linear", "bias": False, "eps": 1e-5, "dtype": "float64"},
+    {"weight": "conv", "bias": True, "eps": 1e-3, "dtype": "float32"},
+]
+
+
+def fold_batch_norm(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(FOLD_BN_TEMPLATES, index)
+    c_out, c_in = int(rng.integers(1, 7)), int(rng.integers(1, 5))
+    shape = (c_out, c_in, *rng.integers(1, 4, size=2)) if t["weight"] == "conv" else (c_out, c_in)
+    weight = _normal(rng, tuple(int(s) for s in shape), t["dtype"])
+    bias = _normal(rng, (c_out,), t["dtype"]) if t["bias"] else None
+    mean = _normal(rng, (c_out,), t["dtype"]) + np.asarray(1.0, t["dtype"])
+    var = rng.uniform(0.1, 2.0, c_out).astype(t["dtype"])
+    gamma, beta = _normal(rng, (c_out,), t["dtype"]), _normal(rng, (c_out,), t["dtype"])
+    return Case((weight, bias, mean, var, gamma, beta), {"eps": t["eps"]})
+
+
+CALIBRATE_TEMPLATES = [
+    {"dtype": "int8", "symmetric": True, "axis": 0},
+    {"dtype": "uint8", "symmetric": False, "axis": 0},
+    {"dtype": "uint8", "symmetric": False, "axis": None},
+]
+
+
+def calibrate(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(CALIBRATE_TEMPLATES, index)
+    channels = int(rng.integers(2, 6))
+    x = rng.standard_normal((channels, int(rng.integers(2, 5)), 3)) * rng.uniform(
+        0.1, 3, (channels, 1, 1)
+    )
+    x[0] = np.abs(x[0]) + 0.1  # a channel without negative values (after a ReLU)
+    return Case((x.astype("float32"),), dict(t))
+
+
+QUANTIZE_TEMPLATES = [
+    {"dtype": "int8", "zero_point": "zero", "axis": 0},
+    {"dtype": "uint8", "zero_point": "affine", "axis": 1},
+    {"dtype": "int8", "zero_point": "affine", "axis": 0},
+]
+
+
+def quantize(rng: np.random.Generator, index: int) -> Case:
+    t = _pick(QUANTIZE_TEMPLATES, index)
+    shape = [int(rng.integers(2, 5)), int(rng.integers(2, 5)), int(rng.integers(3, 7))]
+    channels = shape[t["axis"]]
+    scale = rng.uniform(0.01, 0.1, channels).astype("float32")
+    low, high = (-128, 127) if t["dtype"] == "int8" else (0, 255)
+    if t["zero_point"] == "zero":
+        zero_point = np.zeros(channels, dtype="int64")
+    else:
+        zero_point = rng.integers(low + 20, high - 20, channels).astype("int64")
+    view = [1, 1, 1]
+    view[t["axis"]] = -1
+    steps = rng.integers(-200, 200, shape) + rng.choice([0.0, 0.5, 0.3], shape)  # ties, clamping
+    x = (steps * scale.reshape(view)).astype("float32")
+    return Case((x, scale, zero_point), {"dtype": t["dtype"], "axis": t["axis"]})
+
+
+GENERATORS.update(
+    {
+        "giou_loss": giou_loss,
+        "attention_backward": attention_backward,
+        "fold_batch_norm": fold_batch_norm,
+        "calibrate": calibrate,
+        "quantize": quantize,
+    }
+)
+
+
+# ---------------------------------------------- variants: the same cases in another layout
+# A variant's cases are the default's, drawn from the same seed, with the arrays moved to the
+# variant's layout or convention: a bug loses the same cases in every variant.
+
+
+def _to_nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def conv2d_nhwc(rng: np.random.Generator, index: int) -> Case:
+    case = conv2d(rng, index)
+    x, weight, bias = case.args
+    hwio = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # (kh, kw, C_in, C_out)
+    return Case((_to_nhwc(x), hwio, bias), case.kwargs)
+
+
+def pool_nhwc(rng: np.random.Generator, index: int) -> Case:
+    case = pool(rng, index)
+    return Case((_to_nhwc(case.args[0]), *case.args[1:]), case.kwargs)
+
+
+def batch_norm_nhwc(rng: np.random.Generator, index: int) -> Case:
+    case = batch_norm(rng, index)
+    return Case((_to_nhwc(case.args[0]), *case.args[1:]), case.kwargs)
+
+
+def batch_norm_backward_nhwc(rng: np.random.Generator, index: int) -> Case:
+    case = batch_norm_backward(rng, index)
+    grad_out, x, weight = case.args
+    return Case((_to_nhwc(grad_out), _to_nhwc(x), weight), case.kwargs)
+
+
+def _to_cxcywh(boxes: np.ndarray) -> np.ndarray:
+    """(x1, y1, x2, y2) -> (cx, cy, w, h)."""
+    return np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def box_iou_cxcywh(rng: np.random.Generator, index: int) -> Case:
+    a, b = box_iou(rng, index).args
+    return Case((_to_cxcywh(a), _to_cxcywh(b)))
+
+
+def nms_cxcywh(rng: np.random.Generator, index: int) -> Case:
+    boxes, scores, threshold = nms(rng, index).args
+    return Case((_to_cxcywh(boxes), scores, threshold))
+
+
+GENERATORS.update(
+    {
+        "conv2d_nhwc": conv2d_nhwc,
+        "pool_nhwc": pool_nhwc,
+        "batch_norm_nhwc": batch_norm_nhwc,
+        "batch_norm_backward_nhwc": batch_norm_backward_nhwc,
+        "box_iou_cxcywh": box_iou_cxcywh,
+        "nms_cxcywh": nms_cxcywh,
+    }
+)

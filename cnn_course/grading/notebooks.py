@@ -65,6 +65,11 @@ def solution_code(nb: dict) -> str:
     return "\n\n".join(cells) + "\n"
 
 
+def code_cells(nb: dict) -> list[str]:
+    """The source of every code cell, in order (what a top-to-bottom run executes)."""
+    return [_source(c) for c in nb["cells"] if isinstance(c, dict) and c.get("cell_type") == "code"]
+
+
 def without_test_markers(nb: dict) -> dict:
     """``nb`` without the tags and comments that tell nbval to skip a cell or to accept its
     exception (a new dict): in a submission they would hide a cell that does not run."""

@@ -5,8 +5,9 @@ Refused everywhere: importing ``cnn_course`` (the answers) or another library th
 ``__import__``, ``exec``/``eval``/``compile``, ``sys`` and its ``path``/``modules``, any
 string that names ``cnn_course``, and the double-underscore attributes that lead back to the
 interpreter's internals). Each exercise may also ban calls by name (``convolve`` where the
-exercise is the convolution). The child process blocks the same packages again at import
-time, for whatever a syntax check cannot see.
+exercise is the convolution). This check gives clear verdicts; it is not the boundary: the
+code runs in a sandbox (:mod:`.sandbox`) where none of these libraries is installed, and
+whose harness names an attempt to import one.
 """
 
 from __future__ import annotations

@@ -8,23 +8,45 @@ JSON layout::
                     "max_points": 2.0, "check": null, "message": ""}, ...]}, ...],
      "notebooks": {"01_conv2d.ipynb": {"runs": true, "message": "ran 6 cells"}}}
 
-``runs`` is null (and the message says why) where the notebooks could not be checked: the
-notebook runner (nbval, ipykernel) is not installed. ``check`` names the first check a
-failed case did not pass. Messages give shapes, dtypes and counts, never the expected
-values.
+``isolation`` says whether student code ran in the sandbox: ``{"isolated": false,
+"message": "not isolated: feedback only (...)"}`` where bubblewrap was missing or could not
+start; such a report is feedback, not a grade. ``check`` names the first check a failed case
+did not pass. Messages give shapes, dtypes and counts, never the expected values.
+
+Everything a student controls (error messages, type names, notebook output) is escaped: in
+the JSON, ``&``, ``<`` and ``>`` become HTML entities and control characters are dropped; the
+Markdown table also backslash-escapes Markdown's inline punctuation, so neither can carry
+markup. (Exercise ids and notebook names come from the manifest, not from the student.)
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from cnn_course.grading.manifest import Exercise
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Markdown's inline punctuation (a table cell holds inline text only: no headings or lists).
+MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
 
-def build_report(exercises: list[Exercise], results: list[dict], runs: dict, seed: int) -> dict:
+
+def clean(text: object) -> str:
+    """Text a student controls, made inert for HTML: no markup, no control characters."""
+    return html.escape(CONTROL.sub("", str(text)), quote=False)
+
+
+def build_report(
+    exercises: list[Exercise],
+    results: list[dict],
+    runs: dict,
+    seed: int,
+    isolation: dict | None = None,
+) -> dict:
     """Assemble the report from the suite's records (cases missing from them score 0)."""
     by_case = {(r["exercise"], r["case"]): r for r in results}
     rows = []
@@ -40,8 +62,8 @@ def build_report(exercises: list[Exercise], results: list[dict], runs: dict, see
                     "passed": bool(r["passed"]),
                     "points": e.points_per_case if r["passed"] else 0.0,
                     "max_points": e.points_per_case,
-                    "check": r["check"],
-                    "message": r["message"],
+                    "check": clean(r["check"]) if r["check"] is not None else None,
+                    "message": clean(r["message"]),
                 }
             )
         points = sum(c["points"] for c in cases)
@@ -55,13 +77,20 @@ def build_report(exercises: list[Exercise], results: list[dict], runs: dict, see
                 "cases": cases,
             }
         )
+    runs = {
+        name: {"runs": run["runs"], "message": clean(run["message"])} for name, run in runs.items()
+    }
+    if isolation is None:
+        isolation = {"isolated": False, "message": "not isolated: feedback only"}
     return {
         "total": sum(r["points"] for r in rows),
         "max_total": sum(e.points for e in exercises),
         "seed": seed,
+        "isolation": {"isolated": bool(isolation["isolated"]),
+                      "message": clean(isolation["message"])},
         "exercises": rows,
         "notebooks": runs,
-    }
+    }  # fmt: skip
 
 
 def _first_failure(row: dict) -> str:
@@ -73,11 +102,14 @@ def _first_failure(row: dict) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text for a table cell: one line, HTML-escaped, Markdown's punctuation escaped (the
+    report's text is escaped for HTML already; escaping again is harmless)."""
+    text = clean(html.unescape(text)).replace("\n", " ").replace("\r", " ")
+    return MARKDOWN.sub(r"\\\1", text)
 
 
 def _verdict(run: dict) -> str:
-    """A notebook's row: yes, or no / not checked (``runs`` null) with the reason."""
+    """A notebook's row: yes, or no with the reason."""
     if run["runs"]:
         return "yes"
     verdict = "not checked" if run["runs"] is None else "no"
@@ -86,15 +118,18 @@ def _verdict(run: dict) -> str:
 
 def markdown(report: dict) -> str:
     """A Markdown score table (for a terminal, a pull request or a CI job summary)."""
-    lines = [
-        f"## Exercise score: {report['total']:g} / {report['max_total']:g}",
-        "",
+    lines = [f"## Exercise score: {report['total']:g} / {report['max_total']:g}", ""]
+    isolation = report.get("isolation", {})
+    if not isolation.get("isolated"):
+        lines += [f"**{_cell(isolation.get('message', 'not isolated: feedback only'))}**", ""]
+    lines += [
         "| exercise | notebook | points | notes |",
         "|---|---|---:|---|",
     ]
     for row in report["exercises"]:
         lines.append(
-            f"| `{row['id']}` | {row['notebook']} | {row['points']:g} / {row['max_points']:g} "
+            f"| `{row['id']}` | {row['notebook']} "
+            f"| {row['points']:g} / {row['max_points']:g} "
             f"| {_cell(_first_failure(row))} |"
         )
     if report["notebooks"]:

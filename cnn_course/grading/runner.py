@@ -1,19 +1,18 @@
-"""Grade a submission: copy, extract, check, run the grading suite and nbval, report.
+"""Grade a submission: copy, extract, check, run the grading suite and the notebooks, report.
 
 The order matters for trust: the submission is copied (allowlisted notebooks only) into a
 fresh work directory; its ``solution`` cells are extracted and checked on the syntax tree; the
-grading suite runs in a trusted child process that calls the exercise code in sandboxed
-grandchildren; nbval runs each notebook with an unprivileged kernel. Only when every process
-started for the submission is gone does :func:`grade` return the report, built from the
-grader's own records.
+grading suite runs in a trusted child process that calls the exercise code in a fresh sandbox
+per case (:mod:`.sandbox`); each notebook then runs top to bottom in a sandbox of its own.
+Only when every process started for the submission is gone does :func:`grade` return the
+report, built from the grader's own records. Where the sandbox cannot start, the report is
+marked "not isolated: feedback only".
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -27,13 +26,9 @@ from cnn_course.grading.manifest import DEFAULT_MANIFEST, Exercise, load_manifes
 from cnn_course.grading.report import build_report
 
 SUITE = Path(__file__).with_name("suite")
-KERNEL = Path(__file__).with_name("_kernel.py")
-KERNEL_NAME = "cnn-course-grader"
-NBVAL_CELL_TIMEOUT = 5  # seconds per notebook cell (the self-checks are tiny)
-NBVAL_BUDGET = 45  # seconds for all notebooks together
-# What running the notebooks takes beside pytest: nbval drives the kernel through
-# jupyter_client, and the grader's kernel (_kernel.py) is ipykernel's.
-NOTEBOOK_RUNNER = ("nbval", "jupyter_client", "ipykernel")
+NOTEBOOK_CELL_TIMEOUT = 5  # seconds per notebook cell (the self-checks are tiny)
+NOTEBOOK_BUDGET = 45  # seconds for all notebooks together
+NOTEBOOK_MEMORY = 2 * 2**30  # address space of a notebook's run
 
 
 def select(exercises: list[Exercise], ids: list[str] | None) -> list[Exercise]:
@@ -92,7 +87,7 @@ def _run_suite(work: Path, settings: dict, exercises: list[Exercise]) -> list[di
         "-c", str(work / "pytest.ini"), "--rootdir", str(work), "--import-mode=importlib",
         "--grading-config", str(config),
     ]  # fmt: skip
-    budget = sum(e.cases * (e.timeout + 5) for e in exercises) + 60
+    budget = sum(e.cases * (e.timeout + sandbox.STARTUP_SECONDS + 5) for e in exercises) + 60
     env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # the suite needs no plugin
     log = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, cwd=work, env=env)
     results_path = Path(settings["results"])
@@ -103,101 +98,63 @@ def _run_suite(work: Path, settings: dict, exercises: list[Exercise]) -> list[di
     return json.loads(results_path.read_text())
 
 
-def _kernelspec(work: Path, home: Path, scratch: Path) -> Path:
-    """A kernelspec whose kernel drops privileges before running notebook code. Its home is
-    the grader's; only ``scratch`` (temporary files, matplotlib's cache) belongs to the
-    unprivileged user, and the grader never writes there."""
-    spec_dir = work / "jupyter" / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-I", str(KERNEL), "-f", "{connection_file}",
-                 "--HistoryManager.enabled=False"],
-        "display_name": "cnn-course grader",
-        "language": "python",
-        "env": {"HOME": str(home), "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch),
-                "MPLBACKEND": "Agg", "IPYTHONDIR": str(home / ".ipython")},
-    }  # fmt: skip
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return work / "jupyter"
-
-
-def missing_notebook_runner() -> list[str]:
-    """The packages of :data:`NOTEBOOK_RUNNER` that this interpreter cannot import."""
-    return [name for name in NOTEBOOK_RUNNER if importlib.util.find_spec(name) is None]
-
-
-def _run_notebooks(work: Path, names: list[str], spare: set[int]) -> dict[str, dict]:
-    """nbval (lax) on each copied notebook: does it run top to bottom? ``runs`` is None
-    (not checked) for every notebook when the notebook runner is not installed."""
-    present = [n for n in names if (work / "submission" / n).exists()]
+def _run_notebooks(work: Path, names: list[str], box: sandbox.Sandbox) -> dict[str, dict]:
+    """Run the code cells of each copied notebook top to bottom, in a sandbox of its own."""
     result = {n: {"runs": False, "message": "notebook missing"} for n in names}
-    missing = missing_notebook_runner()
-    if present and missing:
-        message = f"the notebook runner is not installed (missing {', '.join(missing)})"
-        return {**result, **{n: {"runs": None, "message": message} for n in present}}
-    if not present:
-        return result
-    home = work / "home"
-    home.mkdir(mode=0o755)
-    scratch = sandbox.private_dir(work / "scratch")
-    sandbox.hand_over(scratch)
-    env = sandbox.child_env(home)
-    env.update(
-        JUPYTER_PATH=str(_kernelspec(work, home, scratch)),
-        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
-        JUPYTER_PLATFORM_DIRS="1",
-        IPYTHONDIR=str(home / ".ipython"),
-    )
-    cmd = [
-        sys.executable, "-m", "pytest", "--nbval-lax", "-v", "-p", "no:cacheprovider",
-        "-p", "no:randomly", "-c", str(work / "pytest.ini"), "--rootdir", str(work),
-        f"--nbval-kernel-name={KERNEL_NAME}", f"--nbval-cell-timeout={NBVAL_CELL_TIMEOUT}",
-        *present,
-    ]  # fmt: skip
-    timed_out = False
-    try:
-        log = subprocess.run(
-            cmd,
-            cwd=work / "submission",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=NBVAL_BUDGET,
-            start_new_session=True,
-        ).stdout
-    except subprocess.TimeoutExpired as exc:  # keep what was reported before the budget ran out
-        log = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        timed_out = True
-    sandbox.kill_descendants(spare=spare)
-    return {**result, **_cell_results(log, present, timed_out)}
-
-
-CELL_LINE = re.compile(r"^(\S+?\.ipynb)::Cell (\d+) (PASSED|FAILED|ERROR|SKIPPED)", re.M)
-
-
-def _cell_results(log: str, present: list[str], timed_out: bool) -> dict[str, dict]:
-    """Per notebook, whether every cell ran, from pytest's verbose log."""
-    cells: dict[str, list[tuple[str, str]]] = {}
-    for name, cell, outcome in CELL_LINE.findall(log):
-        cells.setdefault(Path(name).name, []).append((cell, outcome))
-    finished = "short test summary" in log or re.search(r"^=+ .* in [\d.]+s", log, re.M)
-    result = {}
-    for name in present:
-        seen = cells.get(name, [])
-        failed = [cell for cell, outcome in seen if outcome in ("FAILED", "ERROR")]
-        if failed:
-            result[name] = {"runs": False, "message": f"cell {failed[0]} failed"}
-        elif seen and (finished or name != _last(cells)):
-            result[name] = {"runs": True, "message": f"ran {len(seen)} cells"}
-        elif timed_out:
+    deadline = time.monotonic() + NOTEBOOK_BUDGET
+    for name in names:
+        path = work / "submission" / name
+        if not path.exists():
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             result[name] = {"runs": False, "message": "not run: the notebook time budget ran out"}
-        else:  # pytest ended before this notebook's cells (an error of its own)
-            result[name] = {"runs": False, "message": "not run: nbval ended before its cells"}
+            continue
+        cells = notebooks.code_cells(notebooks.read_notebook(path))
+        limit = min(remaining, NOTEBOOK_CELL_TIMEOUT * max(len(cells), 1) + 5)
+        run = box.run(
+            "notebook",
+            {"cell_seconds": NOTEBOOK_CELL_TIMEOUT},
+            json.dumps(cells).encode(),
+            timeout=limit,
+            memory_bytes=NOTEBOOK_MEMORY,
+            cpu_seconds=int(limit) + 1,
+        )
+        result[name] = _notebook_verdict(run, len(cells), limit < remaining)
     return result
 
 
-def _last(cells: dict) -> str | None:
-    return list(cells)[-1] if cells else None
+def _notebook_verdict(run: sandbox.Run, count: int, own_limit: bool) -> dict:
+    """Whether every cell ran, from the result lines the harness wrote."""
+    lines = []
+    for line in run.result.decode("utf-8", "replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            break
+    cells = [r for r in lines if isinstance(r, dict) and "cell" in r]
+    done = any(isinstance(r, dict) and r.get("done") for r in lines)
+    failed = [r for r in cells if r.get("status") != "ok"]
+    if failed:
+        message = str(failed[0].get("message", ""))[-300:]
+        return {"runs": False, "message": f"cell {failed[0]['cell']} failed: {message}"}
+    if done and len(cells) == count:
+        return {"runs": True, "message": f"ran {count} cells"}
+    if run.timed_out:
+        why = (
+            f"cell {len(cells)} did not finish in time"
+            if own_limit
+            else "not run to the end: the notebook time budget ran out"
+        )
+        return {"runs": False, "message": why}
+    return {"runs": False, "message": f"the run ended after {len(cells)} of {count} cells"}
+
+
+def isolation(box: sandbox.Sandbox) -> dict:
+    """The report's ``isolation`` entry: whether student code ran in the sandbox."""
+    if box.isolated:
+        return {"isolated": True, "message": "each case and notebook ran in a bubblewrap sandbox"}
+    return {"isolated": False, "message": f"{sandbox.NOT_ISOLATED} ({box.reason})"}
 
 
 def grade(
@@ -207,35 +164,41 @@ def grade(
     exercise_ids: list[str] | None = None,
     seed: int | None = None,
     run_notebooks: bool = True,
+    variants: dict[str, str] | None = None,
 ) -> dict:
     """Grade ``submission`` (a directory of exercise notebooks) and return the report dict."""
     start = time.monotonic()
     exercises = select(load_manifest(manifest), exercise_ids)
+    variants = {e.id: variants[e.id] for e in exercises if e.id in (variants or {})}
+    exercises = [e.with_variant(variants.get(e.id)) for e in exercises]  # checks the names
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     sandbox.become_subreaper()
     before = set(sandbox.descendants(os.getpid()))  # not ours to kill
+    sandbox.spare(before)
+    box = sandbox.detect()
     work = Path(tempfile.mkdtemp(prefix="cnn-course-grade-"))
     try:
-        work.chmod(0o711)  # the unprivileged child may pass through, not list
-        cases = work / "cases"
-        cases.mkdir(mode=0o711)
         code_files, refused = _prepare_code(Path(submission), work, exercises)
         settings = {
             "manifest": str(Path(manifest).resolve()),
             "exercises": [e.id for e in exercises],
+            "variants": variants,
             "seed": seed,
             "code": code_files,
             "refused": refused,
-            "cases": str(cases),
+            "sandbox": box.settings(),
             "results": str(work / "results.json"),
         }
         results = _run_suite(work, settings, exercises)
         names = list(dict.fromkeys(e.notebook for e in exercises))
-        runs = _run_notebooks(work, names, before) if run_notebooks else {}
+        runs = _run_notebooks(work, names, box) if run_notebooks else {}
     finally:
         sandbox.kill_descendants(spare=before)
         shutil.rmtree(work, ignore_errors=True)
-    report = build_report(exercises, results, runs, seed)
+    report = build_report(exercises, results, runs, seed, isolation(box))
+    for row, e in zip(report["exercises"], exercises, strict=True):
+        if e.variant is not None:
+            row["variant"] = e.variant  # the specification these cases graded
     report["seconds"] = round(time.monotonic() - start, 1)
     report["submission"] = os.fspath(submission)
     return report

@@ -1,45 +1,72 @@
-"""Run exercise code in processes that cannot outlive their case or touch the report.
+"""Run exercise code inside an operating-system sandbox (bubblewrap).
 
-Each case is a process forked by the ``_child.py`` server, in a new session (its own
-process group) with limits on CPU time, address space, file size and process count, and one
-BLAS thread, and an audit hook that refuses the library, the blocked packages, other
-programs and ``ctypes`` (``_child.make_guard``). Started as root, it drops to the
-unprivileged user ``nobody`` before the exercise code runs, in a private directory that
-belongs to it. Afterwards its process group is killed, and so is every other process
-descended from the grader: the grader is a *child subreaper*, so a process that detaches
-itself (double fork, ``setsid``) is re-parented to the grader and found.
+Every piece of student code (each graded case, each notebook's top-to-bottom run) runs in a
+fresh ``bwrap`` sandbox, started with the harness ``_child.py``:
+
+- namespaces: user, mount, PID, IPC, network, UTS and cgroup (``--unshare-all``), no nested
+  user namespaces, every capability dropped, a new terminal session, killed with the grader
+  (``--die-with-parent``);
+- files: read-only binds of the interpreter, its standard library, the system's shared
+  libraries (with every ``site-packages``/``dist-packages`` hidden) and the NumPy package
+  (``/sandbox/site``); a private ``/tmp`` and work directory ``/work`` (small tmpfs), a
+  minimal ``/dev`` and ``/proc``; the root is read-only. Nothing else: not the course
+  checkout, ``.git``, the solutions, the library, the virtual environment or the host's
+  ``/tmp``, ``/var/tmp`` and ``/dev/shm``;
+- limits, set by the harness before the code runs: CPU time, address space, file size,
+  processes; a seccomp filter refuses ``fork``/``clone`` (a process cannot start another,
+  even where the process limit does not bind: the root user is exempt from it);
+- the request goes in through standard input and the result comes back through a memory
+  file (JSON and ``.npz``, never pickle); what the code prints is read as it comes, and
+  only its head and tail are kept.
+
+Each sandbox is gone (with every process in it: the PID namespace ends with its first
+process) before its result is read; the grader is also a *child subreaper* and kills any
+descendant left over. The grader is started as root or as an ordinary user alike: inside
+the sandbox the leaf directories are bound, so private (0700) folders above the checkout do
+not matter, and no privileges are dropped (the sandbox has none).
+
+Where ``bwrap`` is missing or cannot start (no user namespaces), :func:`detect` says so and
+the grader runs the same harness as a plain child process: feedback only, never a grade.
+The ``bwrap`` used is the one on ``PATH`` or the path in ``CNN_COURSE_BWRAP``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import glob
+import io
 import json
 import os
+import platform
 import select
+import shutil
 import signal
-import stat
+import struct
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cnn_course.backend import np
 
 CHILD = Path(__file__).with_name("_child.py")
-# What exercise code may not read while it runs: the library (the reference answers) and the
-# instructor solutions. Any other file the unprivileged user can read is no secret.
-PROTECTED = (
-    str(Path(__file__).resolve().parents[1]),
-    str(Path(__file__).resolve().parents[2] / "exercises" / "solutions"),
-)
+REPOSITORY = Path(__file__).resolve().parents[2]
+BWRAP_VARIABLE = "CNN_COURSE_BWRAP"
 BANNED_EXIT = 86  # _child.BANNED_EXIT: the case's audit hook refused something
-NOBODY = 65534
 PR_SET_CHILD_SUBREAPER = 36
-MAX_FILE_BYTES = 64 * 2**20  # largest file the child may write, and the parent will read
+MAX_FILE_BYTES = 64 * 2**20  # largest file the code may write, and result the grader reads
+TMPFS_BYTES = 64 * 2**20  # size of each private tmpfs (/tmp, /work, /dev/shm)
+MAX_PROCESSES = 16  # RLIMIT_NPROC in the sandbox (fork is refused anyway)
+OUTPUT_HEAD = OUTPUT_TAIL = 8 * 1024  # bytes of printed output kept at each end
+STARTUP_SECONDS = 2.0  # allowance for starting the sandbox, Python and NumPy
+NUMPY_INSIDE = "/sandbox/site"
+HARNESS_INSIDE = "/sandbox/harness.py"
 THREAD_ENV = {
     name: "1"
     for name in (
@@ -50,12 +77,13 @@ THREAD_ENV = {
         "NUMEXPR_NUM_THREADS",
     )
 }
+NOT_ISOLATED = "not isolated: feedback only"
 
 
 @dataclass
 class Outcome:
-    """What happened in one child run. ``status``: ok, error, memory, timeout, crashed,
-    banned import. ``result`` and ``arrays`` describe the returned value (status ok)."""
+    """What happened in one case. ``status``: ok, error, memory, timeout, crashed, banned
+    import. ``result`` and ``arrays`` describe the returned value (status ok)."""
 
     status: str
     message: str = ""
@@ -63,10 +91,27 @@ class Outcome:
     arrays: dict | None = None
     inputs_after: dict | None = None
     seconds: float = 0.0
+    output: str = ""
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
+@dataclass
+class Run:
+    """One sandboxed run: how it ended (``exit``: the exit status, or minus the signal that
+    ended it; None when the grader killed it at its deadline), the result file, the head
+    and tail of what it printed, and how much it printed."""
+
+    exit: int | None
+    result: bytes
+    output: str
+    output_bytes: int
+    seconds: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.exit is None
+
+
+# ------------------------------------------------------------------ process bookkeeping
 
 
 def become_subreaper() -> None:
@@ -117,10 +162,7 @@ def _reap(pids: list[int], patience: float = 1.0) -> None:
 
 def kill_descendants(spare: Collection[int] = ()) -> int:
     """Kill (SIGKILL) and reap every process below this one, except the ``spare`` ones and
-    their subtrees (the fork server, processes that existed before grading); return how many
-    were killed. A process that detaches is re-parented to this subreaper, so it is found.
-
-    Repeats until none is left, since a process may fork while the sweep runs."""
+    their subtrees; return how many were killed. Repeats until none is left."""
     killed = 0
     for _ in range(50):
         pids = descendants(os.getpid(), skip=spare)
@@ -134,176 +176,440 @@ def kill_descendants(spare: Collection[int] = ()) -> int:
     return killed
 
 
-def child_env(home: Path) -> dict[str, str]:
-    """A minimal environment: no PYTHON* variables, one BLAS thread, a private HOME."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8"}
-    env.update(THREAD_ENV)
-    return env
+# ---------------------------------------------------------------------- seccomp filter
+
+# struct seccomp_data: nr at offset 0, arch at 4. Classic BPF opcodes and return values.
+_LD_ABS, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+_ALLOW, _ERRNO = 0x7FFF0000, 0x00050000
+_EPERM, _ENOSYS = 1, 38
+# (audit architecture, {system call: errno}, first number outside the native ABI or None)
+_ARCHES = {
+    "x86_64": (0xC000003E, {56: _EPERM, 57: _EPERM, 58: _EPERM, 435: _ENOSYS}, 0x40000000),
+    "aarch64": (0xC00000B7, {220: _EPERM, 435: _ENOSYS}, None),
+}
 
 
-def private_dir(path: Path) -> Path:
-    """Create ``path`` (it must not exist yet), mode 0700."""
-    path.mkdir(mode=0o700)
-    return path
+def seccomp_filter(machine: str | None = None) -> bytes | None:
+    """A seccomp program (``struct sock_filter[]``, as ``bwrap --seccomp`` reads it) that
+    refuses starting processes and threads: ``clone``, ``fork``, ``vfork`` fail with EPERM,
+    ``clone3`` with ENOSYS; any system call of another ABI (32-bit, x32) fails with EPERM.
+    None on an architecture it does not know."""
+    arch = _ARCHES.get(machine or platform.machine())
+    if arch is None:
+        return None
+    audit_arch, refused, foreign = arch
+
+    def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    # Layout: check the ABI, load the number, one test per refused call, allow; then the
+    # returns: EPERM, ENOSYS.
+    tests = list(refused.items())
+    body = len(tests) + (1 if foreign is not None else 0)
+    program = [op(_LD_ABS, 4)]
+    program.append(op(_JEQ, audit_arch, 0, body + 2))  # other ABI: to EPERM
+    program.append(op(_LD_ABS, 0))
+    if foreign is not None:
+        program.append(op(_JGE, foreign, body, 0))  # x32: to EPERM
+    for i, (number, errno) in enumerate(tests):
+        remaining = len(tests) - 1 - i
+        to_eperm = remaining + 1
+        program.append(op(_JEQ, number, to_eperm if errno == _EPERM else to_eperm + 1, 0))
+    program.append(op(_RET, _ALLOW))
+    program.append(op(_RET, _ERRNO | _EPERM))
+    program.append(op(_RET, _ERRNO | _ENOSYS))
+    return b"".join(program)
 
 
-def hand_over(path: Path) -> None:
-    """Give a private directory to the unprivileged user, when we are root. Done only once
-    the grader has written into it: it never writes where exercise code can plant links."""
-    if is_root():
-        os.chown(path, NOBODY, NOBODY)
+# ----------------------------------------------------------------------------- sandbox
 
 
-def _read_json(path: Path) -> Any:
-    """Read a small regular file the child wrote (refusing links, fifos, huge files)."""
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-        raise ValueError(f"{path.name} is not a regular file of a sane size")
-    return json.loads(path.read_text())
+@functools.cache
+def _interpreter() -> dict:
+    """What the interpreter needs, as real paths: its executable, its shared library, its
+    standard library, and NumPy's directories."""
+    executable = os.path.realpath(sys.executable)
+    stdlib = os.path.realpath(sysconfig.get_paths(vars={"base": sys.base_prefix})["stdlib"])
+    library = None
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        soname = sysconfig.get_config_var("INSTSONAME") or ""
+        candidate = os.path.join(libdir, soname)
+        library = os.path.realpath(candidate) if soname and os.path.exists(candidate) else None
+    numpy_dir = os.path.dirname(os.path.realpath(np.__file__))
+    return {"executable": executable, "stdlib": stdlib, "library": library, "numpy": numpy_dir}
 
 
-def _read_npz(path: Path) -> dict:
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-        raise ValueError(f"{path.name} is not a regular file of a sane size")
-    with np.load(path, allow_pickle=False) as data:
-        # A compressed member can unpack to far more than the file holds: bound what it
-        # unpacks to (the sizes the archive declares, which reading it never exceeds).
-        if sum(info.file_size for info in data.zip.infolist()) > MAX_FILE_BYTES:
-            raise ValueError(f"{path.name} unpacks to more than {MAX_FILE_BYTES} bytes")
-        return {k: data[k] for k in data.files}
+def _system_library_dirs() -> list[tuple[str, str | None]]:
+    """``(path, link target or None)`` of the system's library directories."""
+    found = []
+    for path in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/lib32", "/lib32"):
+        if os.path.islink(path):
+            found.append((path, os.readlink(path)))
+        elif os.path.isdir(path):
+            found.append((path, None))
+    return found
 
 
-class ForkServer:
-    """The ``_child.py`` fork server: one clean process per case, without the start-up cost
-    of a new interpreter and NumPy each time. Started on first use, restarted if it dies."""
+def _inside(path: str, trees: list[str]) -> bool:
+    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in trees)
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.proc: subprocess.Popen | None = None
-        self.buffer = b""
 
-    def _start(self) -> subprocess.Popen:
-        if self.proc is None or self.proc.poll() is not None:
-            self.buffer = b""
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", str(CHILD)],
-                cwd=self.home,
-                env=child_env(self.home),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                bufsize=0,
-            )
-        return self.proc
+def harness_command() -> list[str]:
+    """The program the sandbox runs (the harness's mode and result descriptor follow)."""
+    return [_interpreter()["executable"], "-I", "-B", HARNESS_INSIDE]
 
-    def _answer(self, timeout: float) -> dict | None:
-        """The server's next JSON line, or None if none came within ``timeout`` seconds;
-        ``EOFError`` if the server is gone.
 
-        Reads the pipe unbuffered: a buffered reader could hold the next line already while
-        ``select`` waits for more."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise EOFError("the fork server ended")
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return json.loads(line)
+def bwrap_arguments(bwrap: str) -> list[str]:
+    """The ``bwrap`` command line up to the seccomp filter and the program it runs."""
+    py = _interpreter()
+    args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    args += ["--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv"]
+    trees = []
+    for path, target in _system_library_dirs():
+        if target is None:
+            args += ["--ro-bind", path, path]
+            trees.append(path)
+        else:
+            args += ["--symlink", target, path]
+    for path in (py["stdlib"], py["executable"], py["library"]):
+        if path and not _inside(path, trees):
+            args += ["--ro-bind", path, path]
+            trees.append(path)
+    # Hidden under an empty tmpfs: every place another Python installation keeps packages,
+    # and the course checkout itself, should any of them lie below a bound directory.
+    hidden = {os.path.join(py["stdlib"], "site-packages"), str(REPOSITORY)}
+    for tree in trees:
+        for pattern in ("python3*/site-packages", "python3*/dist-packages", "python3/dist-*"):
+            hidden.update(glob.glob(os.path.join(tree, pattern)))
+        hidden.update(glob.glob(os.path.join(tree, "python3*", "*-packages")))
+    for path in sorted(hidden):
+        if os.path.isdir(path) and _inside(path, trees):
+            args += ["--tmpfs", path, "--remount-ro", path]
+    numpy_parent = os.path.dirname(py["numpy"])
+    args += ["--ro-bind", py["numpy"], f"{NUMPY_INSIDE}/numpy"]
+    libs = os.path.join(numpy_parent, "numpy.libs")
+    if os.path.isdir(libs):
+        args += ["--ro-bind", libs, f"{NUMPY_INSIDE}/numpy.libs"]
+    args += ["--ro-bind", str(CHILD), HARNESS_INSIDE]
+    # /proc read-only: run by root, the sandbox's user is root's, which the kernel lets
+    # write /proc/sys by file mode alone.
+    args += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
+    for path in ("/dev/shm", "/tmp", "/work"):
+        args += ["--size", str(TMPFS_BYTES), "--tmpfs", path]
+    args += ["--chdir", "/work", "--remount-ro", "/"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+    env.update(THREAD_ENV, MPLBACKEND="Agg")
+    for name, value in env.items():
+        args += ["--setenv", name, value]
+    return args
 
-    def run(self, request: dict, timeout: float) -> tuple[int | None, bool]:
-        """Run one case; return (wait status or None, whether it timed out)."""
-        proc = self._start()
+
+class _Capture:
+    """The head and the tail of a stream, whatever its length, in bounded memory."""
+
+    def __init__(self, head: int = OUTPUT_HEAD, tail: int = OUTPUT_TAIL) -> None:
+        self.head, self.tail = bytearray(), bytearray()
+        self.head_size, self.tail_size = head, tail
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_size - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            del self.tail[: max(0, len(self.tail) - self.tail_size)]
+
+    def text(self) -> str:
+        left_out = self.total - len(self.head) - len(self.tail)
+        middle = f"\n[... {left_out} bytes of output left out ...]\n" if left_out > 0 else ""
+        head = self.head.decode("utf-8", "replace")
+        return head + middle + self.tail.decode("utf-8", "replace")
+
+
+def _memfd(name: str, data: bytes = b"") -> int:
+    fd = os.memfd_create(name, 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@dataclass
+class Sandbox:
+    """How student code is run: inside ``bwrap`` (``isolated``) or, where it cannot start,
+    as a plain child process (feedback only). ``reason`` says why not isolated."""
+
+    bwrap: str | None
+    reason: str = ""
+    _args: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def isolated(self) -> bool:
+        return self.bwrap is not None
+
+    def settings(self) -> dict:
+        return {"bwrap": self.bwrap, "reason": self.reason}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> Sandbox:
+        return cls(settings.get("bwrap"), settings.get("reason", ""))
+
+    def run(
+        self,
+        mode: str,
+        header: dict,
+        payload: bytes,
+        *,
+        timeout: float,
+        memory_bytes: int,
+        cpu_seconds: int,
+    ) -> Run:
+        """Run the harness in ``mode`` on ``header`` and ``payload``; wait at most
+        ``timeout`` seconds (the sandbox's start-up included), then kill it."""
+        fds: list[int] = []
+        scratch = None
         try:
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
-            started = self._answer(30)
-            finished = None if started is None else self._answer(timeout)
-            timed_out = started is not None and finished is None
-            if started is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(started["pid"], signal.SIGKILL)
+            if self.isolated:
+                numpy_path = NUMPY_INSIDE
+                if not self._args:
+                    self._args = bwrap_arguments(self.bwrap)
+                fds.append(_memfd("seccomp", seccomp_filter()))
+                args = [*self._args, "--seccomp", str(fds[-1]), *harness_command()]
+                cwd = "/"
+            else:
+                numpy_path = os.path.dirname(os.path.dirname(np.__file__))
+                scratch = tempfile.mkdtemp(prefix="cnn-course-feedback-")
+                args = [os.path.realpath(sys.executable), "-I", "-B", str(CHILD)]
+                cwd = scratch
+            header = dict(
+                header,
+                cpu_seconds=cpu_seconds,
+                memory_bytes=memory_bytes,
+                file_bytes=MAX_FILE_BYTES,
+                processes=MAX_PROCESSES,
+                numpy_path=numpy_path,
+            )
+            request = _memfd("request", json.dumps(header).encode() + b"\n" + payload)
+            fds.append(request)
+            result = _memfd("result")
+            fds.append(result)
+            passed = [fd for fd in fds if fd != request]
+            return self._spawn([*args, mode, str(result)], request, result, passed, cwd,
+                               timeout, scratch)  # fmt: skip
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _spawn(
+        self,
+        args: list[str],
+        request: int,
+        result_fd: int,
+        passed: list[int],
+        cwd: str,
+        timeout: float,
+        scratch: str | None,
+    ) -> Run:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **THREAD_ENV}
+        if scratch is not None:
+            env.update(HOME=scratch, TMPDIR=scratch)
+        start = time.monotonic()
+        capture = _Capture()
+        proc = subprocess.Popen(
+            args,
+            stdin=request,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=passed,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = start + timeout
+        out = proc.stdout.fileno()
+        timed_out = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                ready = select.select([out], [], [], min(remaining, 1.0))[0]
+                if not ready:
+                    continue
+                chunk = os.read(out, 1 << 16)
+                if not chunk:
+                    break
+                capture.feed(chunk)
+        finally:
             if timed_out:
-                finished = self._answer(10)
-        except (EOFError, BrokenPipeError):
-            finished, timed_out = None, False
-        if finished is None:
-            self.close()  # stuck or gone: the next case starts a fresh server
-        kill_descendants(spare={self.pid()})
-        return (None if finished is None else finished["status"]), timed_out
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            try:  # after its output closed, it has until the deadline to end
+                status = proc.wait(
+                    timeout=None if timed_out else max(deadline - time.monotonic(), 0.1)
+                )
+            except subprocess.TimeoutExpired:  # closed its output but kept running
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                status, timed_out = proc.wait(), True
+            proc.stdout.close()
+        seconds = time.monotonic() - start
+        kill_descendants(spare=_spared())
+        result = _read_result(result_fd)
+        if self.isolated and status > 128:  # bwrap reports a signal as 128 + its number
+            status = -(status - 128)
+        return Run(None if timed_out else status, result, capture.text(), capture.total, seconds)
 
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+_SPARED: set[int] = set()
+
+
+def _spared() -> set[int]:
+    """Processes below this one that are not ours to kill (set by :func:`spare`)."""
+    return _SPARED
+
+
+def spare(pids: Collection[int]) -> None:
+    """Never kill ``pids`` (processes that existed before grading) when sweeping."""
+    _SPARED.update(pids)
+
+
+def _read_result(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    if size > MAX_FILE_BYTES:
+        return b""
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def detect(bwrap: str | None = None) -> Sandbox:
+    """The sandbox to grade with: ``bwrap`` (default: ``$CNN_COURSE_BWRAP``, else the one on
+    ``PATH``) if it starts, runs the harness and loads NumPy; otherwise a :class:`Sandbox`
+    that is not isolated, with the reason."""
+    name = bwrap or os.environ.get(BWRAP_VARIABLE) or "bwrap"
+    path = shutil.which(name)
+    if path is None:
+        return Sandbox(None, f"bubblewrap ({name}) was not found")
+    if seccomp_filter() is None:
+        return Sandbox(None, f"no process filter for the {platform.machine()} architecture")
+    box = Sandbox(path)
+    try:
+        run = box.run("probe", {}, b"", timeout=30, memory_bytes=2**30, cpu_seconds=10)
+    except OSError as exc:
+        return Sandbox(None, f"bubblewrap ({path}) could not start: {exc}")
+    if run.exit != 0 or not run.result.startswith(b'{"status": "ok"'):
+        why = run.output.strip().splitlines()[-1:] or ["no output"]
+        return Sandbox(None, f"bubblewrap ({path}) could not start the sandbox: {why[0][:200]}")
+    return box
+
+
+# ------------------------------------------------------------------------------- cases
+
+
+def encode_case(args: tuple, kwargs: dict) -> tuple[dict, dict]:
+    """The call as JSON (arrays by name) and the input arrays."""
+    arrays: dict = {}
+
+    def encode(value, key):
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+            return {"array": key}
+        return {"value": list(value) if isinstance(value, tuple) else value}
+
+    call = {
+        "args": [encode(v, f"arg{i}") for i, v in enumerate(args)],
+        "kwargs": {k: encode(v, k) for k, v in kwargs.items()},
+    }
+    return call, arrays
 
 
 def run_case(
-    server: ForkServer,
-    case_dir: Path,
-    module_file: Path,
+    box: Sandbox,
+    source: str,
     function: str,
+    call: dict,
+    arrays: dict,
     timeout: float,
     memory_mb: int,
 ) -> Outcome:
-    """Run ``function`` from ``module_file`` on the case in ``case_dir`` and collect the result.
+    """Run ``function`` of ``source`` on the call, in a fresh sandbox, and read the result."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    code, call_json = source.encode("utf-8"), json.dumps(call).encode()
+    header = {"function": function, "lengths": [len(code), len(call_json)]}
+    run = box.run(
+        "case",
+        header,
+        code + call_json + buffer.getvalue(),
+        timeout=timeout + STARTUP_SECONDS,
+        memory_bytes=memory_mb * 2**20,
+        cpu_seconds=int(timeout) + 1,
+    )
+    return _collect(run, timeout)
 
-    ``case_dir`` must hold ``inputs.npz`` and ``call.json`` (see ``_child.py``)."""
-    request = {
-        "case_dir": str(case_dir),
-        "module_file": str(module_file),
-        "function": function,
-        "cpu_seconds": int(timeout) + 1,
-        "memory_bytes": memory_mb * 2**20,
-        "protected": list(PROTECTED),
-    }
-    start = time.monotonic()
-    status, timed_out = server.run(request, timeout)
-    seconds = time.monotonic() - start
-    return _collect(case_dir, status, timed_out, timeout, seconds)
 
-
-def _collect(
-    case_dir: Path, status: int | None, timed_out: bool, timeout: float, seconds: float
-) -> Outcome:
-    """Turn what the case left behind into an :class:`Outcome` (once every process is dead)."""
-    refused = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == BANNED_EXIT
-    if refused or (case_dir / "banned.json").exists():
-        return Outcome(
-            "banned import", "imported a module, read a file or started a program it may not"
-        )
-    cpu_limit = status is not None and os.WIFSIGNALED(status)
-    if timed_out or (cpu_limit and os.WTERMSIG(status) == signal.SIGXCPU):
-        return Outcome("timeout", f"no result within {timeout:g} s", seconds=seconds)
+def _collect(run: Run, timeout: float) -> Outcome:
+    """Turn what the sandbox left behind into an :class:`Outcome`."""
+    seconds, output = run.seconds, run.output
+    meta_line, _, arrays_bytes = run.result.partition(b"\n")
     try:
-        meta = _read_json(case_dir / "result.json")
-    except (OSError, ValueError):
-        return Outcome("crashed", f"the process ended without a result ({_how(status)})")
+        meta = json.loads(meta_line) if meta_line else None
+    except ValueError:
+        meta = None
     status = meta.get("status") if isinstance(meta, dict) else None
+    if run.exit == BANNED_EXIT or status == "banned":
+        what = str(meta.get("message", ""))[:200] if status == "banned" else ""
+        message = "imported a module or did something exercise code may not do"
+        return Outcome("banned import", f"{message} ({what})" if what else message)
+    if run.timed_out or (run.exit == -signal.SIGXCPU and status is None):
+        return Outcome("timeout", f"no result within {timeout:g} s", seconds=seconds)
+    if status is None:
+        tail = output.strip().splitlines()[-1:] or [""]
+        how = _how(run.exit)
+        message = f"the process ended without a result ({how})"
+        return Outcome("crashed", f"{message}: {tail[0][:200]}" if tail[0] else message)
     if status == "memory":
         return Outcome("memory", "ran out of the memory allowed (MemoryError)", seconds=seconds)
     if status != "ok":
         message = str(meta.get("message", ""))[:500]
-        return Outcome("error", message, seconds=seconds)
+        return Outcome("error", message, seconds=seconds, output=output)
     try:
-        arrays = _read_npz(case_dir / "outputs.npz")
-        inputs_after = _read_npz(case_dir / "inputs_after.npz")
-    except (OSError, ValueError) as exc:
+        arrays = _read_npz(arrays_bytes)
+    except (OSError, ValueError, KeyError) as exc:
         return Outcome("crashed", f"unreadable result ({type(exc).__name__})")
-    return Outcome("ok", "", meta.get("result"), arrays, inputs_after, seconds)
+    outputs = {k: v for k, v in arrays.items() if not k.startswith("input.")}
+    inputs = {k[len("input.") :]: v for k, v in arrays.items() if k.startswith("input.")}
+    return Outcome("ok", "", meta.get("result"), outputs, inputs, seconds, output)
+
+
+def _read_npz(data: bytes) -> dict:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        # A compressed member can unpack to far more than the file holds: bound what it
+        # unpacks to (the sizes the archive declares, which reading it never exceeds).
+        if sum(info.file_size for info in archive.zip.infolist()) > MAX_FILE_BYTES:
+            raise ValueError(f"the result unpacks to more than {MAX_FILE_BYTES} bytes")
+        return {k: archive[k] for k in archive.files}
 
 
 def _how(status: int | None) -> str:
     if status is None:
         return "no status"
-    if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
+    if status < 0:
+        return f"signal {-status}"
+    return f"exit status {status}"

@@ -4,24 +4,26 @@ some functions replaced, grade it, and read the report."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from cnn_course.grading import notebooks
+from cnn_course.grading import notebooks, sandbox
 from cnn_course.grading.manifest import DEFAULT_MANIFEST
-from cnn_course.grading.runner import grade, missing_notebook_runner
+from cnn_course.grading.runner import grade
 
 EXERCISES = DEFAULT_MANIFEST.parent
 SOLUTIONS = EXERCISES / "solutions"
 SEED = 20240601
 
-# Whether a notebook runs is checked only where nbval and a kernel are installed (the grader
-# then reports the notebooks as not checked, which test_grader checks everywhere).
-needs_notebook_runner = pytest.mark.skipif(
-    bool(missing_notebook_runner()),
-    reason=f"the notebook runner is not installed (missing {', '.join(missing_notebook_runner())})",
+# The sandbox needs bubblewrap and user namespaces. Where they are missing, the tests that
+# need the sandbox are skipped, except in CI (CI is set), where they must run and fail.
+SANDBOX = sandbox.detect()
+needs_sandbox = pytest.mark.skipif(
+    not SANDBOX.isolated and not os.environ.get("CI"),
+    reason=f"the sandbox cannot start here: {SANDBOX.reason}",
 )
 
 

@@ -26,9 +26,11 @@ from tests.grading.conftest import (
     build_submission,
     by_id,
     checks,
-    needs_notebook_runner,
+    needs_sandbox,
     variant,
 )
+
+pytestmark = needs_sandbox
 
 OUT_SIZE = "(h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1"
 RETURN = "\n    return out"
@@ -244,11 +246,18 @@ ROUTES = {
 }
 
 
+# Refused by the syntax check or by the harness's audit hook, with that verdict; every other
+# route fails because, inside the sandbox, the library and its files do not exist.
+VERDICT = {"banned import"}
+ABSENT = {"banned import", "raised"}
+
+
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_importing_the_library_is_refused(grade_with, route):
     code = ROUTES[route] + "\n\n" + OUTPUT_SIZE
     report = grade_with({"conv_output_size": code}, ["conv_output_size"])
-    assert checks(report, "conv_output_size") == ["banned import"] * 4
+    found = set(checks(report, "conv_output_size"))
+    assert found <= (ABSENT if "read as text" in route or "descriptor" in route else VERDICT)
     assert report["total"] == 0
 
 
@@ -287,23 +296,23 @@ BLOCKED_FILES = {
 def test_the_blocked_packages_files_are_refused(grade_with, route):
     code = BLOCKED_FILES[route].format(path=_scipy_extension()) + "\n\n" + OUTPUT_SIZE
     report = grade_with({"conv_output_size": code}, ["conv_output_size"])
-    assert checks(report, "conv_output_size") == ["banned import"] * 4
+    assert set(checks(report, "conv_output_size")) <= ABSENT  # the file is not there
     assert report["total"] == 0
 
 
 def test_result_files_that_unpack_to_more_than_the_limit_are_refused(grade_with):
-    """The case's directory is the exercise code's to write in: a compressed ``outputs.npz``
-    declaring far more than the file holds must not be unpacked by the grader."""
+    """The result file is the exercise code's to write in: a compressed archive declaring
+    far more than it holds must not be unpacked by the grader."""
     bomb = (
-        "import os\n"
+        "import io, os\n"
         "import numpy as np\n\n"
         "def relu_backward(grad_out, x):\n"
-        "    case_dir = os.sys._getframe(1).f_locals['case_dir']\n"
-        "    out = os.path.join(case_dir, 'outputs.npz')\n"
-        "    np.savez_compressed(out, out=np.zeros(12_000_000))\n"
-        "    np.savez(os.path.join(case_dir, 'inputs_after.npz'), arg0=grad_out, arg1=x)\n"
-        "    with open(os.path.join(case_dir, 'result.json'), 'w') as fh:\n"
-        '        fh.write(\'{"status": "ok", "result": {"kind": "ndarray", "key": "out"}}\')\n'
+        "    fd = os.sys.modules['_' + '_main__'].RESULT_FD\n"
+        "    buffer = io.BytesIO()\n"
+        "    np.savez_compressed(buffer, out=np.zeros(12_000_000), **{'input.arg0': grad_out,\n"
+        "                        'input.arg1': x})\n"
+        '    os.write(fd, b\'{"status": "ok", "result": {"kind": "ndarray", "key": "out"}}\\n\')\n'
+        "    os.write(fd, buffer.getvalue())\n"
         "    os._exit(0)\n"
     )
     report = grade_with({"relu_backward": bomb}, ["relu_backward"])
@@ -382,7 +391,6 @@ def test_malformed_notebooks_cost_their_own_exercises_only(grade_with, tmp_path)
     assert report["total"] == 4
 
 
-@needs_notebook_runner
 def test_test_markers_cannot_hide_a_cell_that_fails(tmp_path):
     """nbval skips a cell, or accepts its exception, when a tag or a comment says so: in a
     submission that would report a broken notebook as running top to bottom."""
@@ -432,33 +440,29 @@ def open_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_background_process_cannot_rewrite_the_report(open_dir, tmp_path):
+def test_background_process_cannot_be_started(open_dir, tmp_path):
+    """A daemon that would outlive its case to rewrite the report cannot even start: the
+    sandbox refuses fork (and the report is outside it anyway)."""
     report_file = open_dir / "report.json"
-    heartbeat = open_dir / "heartbeat"
     daemon = (
         "import os, time\n"
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        "        for i in range(100):\n"
-        f"            open({str(heartbeat)!r}, 'w').write(str(i))\n"
-        "            try:\n"
-        f"                open({str(report_file)!r}, 'w').write('{{\"total\": 999}}')\n"
-        "            except OSError:\n"
-        "                pass\n"
-        "            time.sleep(0.05)\n"
+        "    for i in range(100):\n"
+        f"        open({str(report_file)!r}, 'w').write('{{\"total\": 999}}')\n"
+        "        time.sleep(0.05)\n"
         "    os._exit(0)\n\n"
     )
     submission = build_submission(tmp_path / "sub", {"conv_output_size": daemon + OUTPUT_SIZE})
     argv = [str(submission), "--seed", str(SEED), "--exercise", "conv_output_size"]
     assert cli.main([*argv, "--no-notebooks", "--json", str(report_file)]) == 0
     written = report_file.read_text()
-    time.sleep(0.5)  # a survivor would rewrite the report and the heartbeat by now
+    time.sleep(0.5)  # a survivor would rewrite the report by now
     assert report_file.read_text() == written
-    assert '"total": 4' in written
-    beat = heartbeat.read_text() if heartbeat.exists() else None
-    time.sleep(0.3)
-    assert (heartbeat.read_text() if heartbeat.exists() else None) == beat
+    report = json.loads(written)
+    assert report["total"] == 0
+    assert checks(report, "conv_output_size") == ["raised"] * 4
+    assert "Operation not permitted" in by_id(report)["conv_output_size"]["cases"][0]["message"]
     assert sandbox.descendants(os.getpid()) == []
 
 
@@ -471,7 +475,10 @@ def test_writing_the_report_during_grading_is_undone(open_dir, tmp_path):
         "try:\n"
         f"    open({str(report_file)!r}, 'w').write('{{\"total\": 999}}')\n"
         "except OSError:\n"
-        f"    os.symlink({str(link_target)!r}, {str(report_file)!r})\n\n"
+        "    try:\n"
+        f"        os.symlink({str(link_target)!r}, {str(report_file)!r})\n"
+        "    except OSError:\n"
+        "        pass\n\n"
     )
     submission = build_submission(tmp_path / "sub", {"conv_output_size": writer + OUTPUT_SIZE})
     argv = [str(submission), "--seed", str(SEED), "--exercise", "conv_output_size"]
@@ -481,31 +488,43 @@ def test_writing_the_report_during_grading_is_undone(open_dir, tmp_path):
     assert link_target.read_text() == "keep me"
 
 
-def test_cases_run_as_nobody_when_graded_by_root(open_dir, grade_with):
-    if not sandbox.is_root():
-        pytest.skip("privileges are dropped only when the grader runs as root")
-    probe = open_dir / "uid"
-    code = f"import os\nopen({str(probe)!r}, 'w').write(str(os.getuid()))\n\n" + OUTPUT_SIZE
+def test_cases_have_no_capabilities_and_no_host_files(open_dir, grade_with):
+    """Whether the grader runs as root or not, the case has no capability and does not see
+    the host's files: a world-writable directory of the host is not there."""
+    probe = open_dir / "probe"
+    code = (
+        "import os\n\n"
+        "def capabilities():\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    return int(status.split('CapEff:')[1].split()[0], 16)\n\n"
+        "def wrote():\n"
+        "    try:\n"
+        f"        open({str(probe)!r}, 'w').write(str(os.getuid()))\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n\n"
+    )
+    refuse = "    if capabilities() or wrote():\n        return -1\n    extent ="
+    code += OUTPUT_SIZE.replace("    extent =", refuse)
     report = grade_with({"conv_output_size": code}, ["conv_output_size"])
     assert report["total"] == 4
-    assert probe.read_text() == str(sandbox.NOBODY)
+    assert not probe.exists()
 
 
-def test_no_process_survives_a_timeout(grade_with, open_dir):
-    marker = open_dir / "alive"
+def test_no_process_survives_a_timeout(grade_with):
     code = (
-        "import os, time\n\n"
+        "import os, threading\n\n"
         "def relu_backward(grad_out, x):\n"
-        "    os.fork()\n"
+        "    for start in (os.fork, threading.Thread(target=os.getpid).start):\n"
+        "        try:\n"
+        "            start()\n"
+        "        except (OSError, RuntimeError):\n"
+        "            pass\n"
         "    while True:\n"
-        f"        open({str(marker)!r}, 'w').write(str(time.time()))\n"
-        "        time.sleep(0.05)\n"
+        "        pass\n"
     )
     report = grade_with({"relu_backward": code}, ["relu_backward"])
     assert checks(report, "relu_backward") == ["timeout", "timeout"]
-    last = marker.read_text()
-    time.sleep(0.3)
-    assert marker.read_text() == last
     assert not any(_alive(pid) for pid in sandbox.descendants(os.getpid()))
 
 
@@ -517,18 +536,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_unprivileged_case_cannot_signal_the_grader(grade_with, open_dir):
-    if not sandbox.is_root():
-        pytest.skip("privileges are dropped only when the grader runs as root")
-    refused = open_dir / "refused"
+def test_case_cannot_signal_the_grader(grade_with):
+    """Inside its PID namespace the case sees only itself and the sandbox's first process:
+    signalling everything it can changes nothing for the grader."""
     kill = (
-        "    for pid in (os.getppid(), 1):\n"
+        "    for pid in (os.getppid(), 1, -1, 0):\n"
         "        try:\n"
-        "            os.kill(pid, signal.SIGKILL)\n"
-        "        except PermissionError:\n"
-        f"            open({str(refused)!r}, 'a').write('refused ')\n"
+        "            os.kill(pid, signal.SIGKILL) if pid != 0 else None\n"
+        "        except OSError:\n"
+        "            pass\n"
     )
     code = "import os, signal\n\n" + RIGHT_RELU.replace("    return", kill + "    return")
     report = grade_with({"relu_backward": code}, ["relu_backward"])
     assert report["total"] == 2
-    assert refused.read_text() == "refused " * 4

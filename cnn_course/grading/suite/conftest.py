@@ -9,7 +9,7 @@ import pytest
 
 from cnn_course.grading.compare import CaseFailed
 from cnn_course.grading.manifest import load_manifest
-from cnn_course.grading.sandbox import ForkServer, become_subreaper, kill_descendants
+from cnn_course.grading.sandbox import Sandbox, become_subreaper, kill_descendants
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,12 +22,15 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = json.loads(path.read_text())
     chosen = set(settings["exercises"])
     config.grading = settings
+    variants = settings.get("variants") or {}  # exercise id -> the variant graded
     config.grading_exercises = [
-        e for e in load_manifest(Path(settings["manifest"])) if e.id in chosen
+        e.with_variant(variants.get(e.id))
+        for e in load_manifest(Path(settings["manifest"]))
+        if e.id in chosen
     ]
     config.grading_results = []
     config.grading_timed_out = set()
-    config.grading_server = ForkServer(Path(settings["cases"]))
+    config.grading_sandbox = Sandbox.from_settings(settings["sandbox"])
     become_subreaper()
 
 
@@ -44,12 +47,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def grading(request: pytest.FixtureRequest) -> dict:
-    """The grading settings, the fork server, and the exercises whose time budget is spent."""
+    """The grading settings, the sandbox, and the exercises whose time budget is spent."""
     config = request.config
     return {
         "settings": config.grading,
         "timed_out": config.grading_timed_out,
-        "server": config.grading_server,
+        "sandbox": config.grading_sandbox,
     }
 
 
@@ -80,9 +83,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    server = getattr(session.config, "grading_server", None)
-    if server is not None:
-        server.close()
     kill_descendants()
     results = getattr(session.config, "grading_results", None)
     if results is not None:

@@ -15,10 +15,9 @@ def test_case(exercise, index, grading):
         raise CaseFailed(refused["check"], refused["message"])
     if exercise.id in grading["timed_out"]:
         raise CaseFailed("timeout", "not run: an earlier case of this function timed out")
-    case_dir = Path(settings["cases"]) / f"{exercise.id}-{index}"
     try:
-        code = Path(settings["code"][exercise.id])
-        grade_case(grading["server"], exercise, index, settings["seed"], code, case_dir)
+        source = Path(settings["code"][exercise.id]).read_text(encoding="utf-8")
+        grade_case(grading["sandbox"], exercise, index, settings["seed"], source)
     except CaseFailed as failure:
         if failure.check == "timeout":
             grading["timed_out"].add(exercise.id)
