@@ -11,7 +11,8 @@ input channels, LeNet's layers; float32) it times ``conv2d`` forward and backwar
 (c) the naive loop definition ``conv2d_naive``, on a small batch of the small shapes.
 
 Each row says which path the call's plan chose (``conv2d_plan``: ``im2col``, ``gemm`` for a
-1x1 layer that needs no copy, ``direct`` for a depthwise layer) and the extra memory: the
+1x1 layer that needs no copy, ``direct`` for a depthwise layer, ``direct-numba`` for the same
+compiled where numba is installed: see ``meta["numba"]``) and the extra memory: the
 column matrix of the whole batch, and the peak the forward pass allocated beyond its output,
 measured (``tracemalloc``), which the batch chunks and cache tiles keep bounded. A layer on
 the direct path runs no GEMM, so its "GEMM" column is only a reference.
@@ -60,6 +61,7 @@ from cnn_course import functional as F
 from cnn_course import zoo
 from cnn_course.backend import get_backend, to_numpy
 from cnn_course.data import batches, load_digits
+from cnn_course.ops._engine import compiled
 from cnn_course.ops._engine import threads as engine_threads
 from cnn_course.ops.conv import (
     conv2d,
@@ -553,7 +555,7 @@ def _summary(conv: list[dict], pool: list[dict], lenet: dict, gpu: bool = False)
         return [r["ratios"][key] for r in rows if r["ratios"][key] is not None]
 
     # The GEMM bound is that of the im2col design: layers on the direct path run no GEMM.
-    dense = [r for r in conv if r.get("path") not in ("direct", "kernel")]
+    dense = [r for r in conv if r.get("path") not in ("direct", "direct-numba", "kernel")]
     fwd, bwd = ratios(conv, "forward_vs_torch"), ratios(conv, "backward_vs_torch")
     # Like for like: the backward from the saved indices against PyTorch's (which receives
     # them); the backward that recomputes them, and forward+backward, are in the table.
@@ -795,6 +797,8 @@ def run(
             "dtype": "float32",
             "numpy": np.__version__,
             "torch": None if torch is None else torch.__version__,
+            # the compiled depthwise path: numba's version, or why it is off
+            "numba": _numba_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.processor()}",
             "gpu": backend.device_name(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -807,6 +811,11 @@ def run(
     if len(measured) > 1 and measured[0]["threads"] == 1:
         report["single_thread"] = measured[0]
     return report
+
+
+def _numba_version() -> str:
+    off = compiled.unavailable()
+    return f"off: {off}" if off else str(compiled.numba_version())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from cnn_course import bench
+from cnn_course.ops._engine import compiled
 
 
 def finite_positive(value) -> bool:
@@ -128,14 +129,15 @@ def test_pointwise_target_holds_a_1x1_layer_to_its_gemm():
     assert summary["conv_forward_vs_gemm_worst"]["value"] == 1.25
 
 
-def test_gemm_target_leaves_out_the_direct_path():
+@pytest.mark.parametrize("direct", ["direct", "direct-numba"])
+def test_gemm_target_leaves_out_the_direct_path(direct):
     rows = [
         {
             "path": "im2col",
             "ratios": {"forward_vs_gemm": 1.2, "forward_vs_torch": 1.0, "backward_vs_torch": 1.0},
         },
         {
-            "path": "direct",
+            "path": direct,
             "ratios": {"forward_vs_gemm": 2.0, "forward_vs_torch": 1.0, "backward_vs_torch": 1.0},
         },
     ]
@@ -163,9 +165,14 @@ def test_max_pool_target_compares_like_with_like():
 
 def test_quick_report_says_which_path_each_layer_runs(report):
     paths = {r["name"]: r["path"] for r in report["conv"]}
-    assert paths["tiny depthwise 3x3, 8 ch, 12x12"] == "direct"
+    # the depthwise layer runs compiled where numba is installed (and not switched off)
+    direct = "direct-numba" if compiled.enabled() else "direct"
+    assert report["meta"]["numba"] == (
+        compiled.numba_version() if direct != "direct" else f"off: {compiled.unavailable()}"
+    )
+    assert paths["tiny depthwise 3x3, 8 ch, 12x12"] == direct
     assert paths["tiny 1x1, 8->4, 12x12"] == "gemm"
-    assert set(paths.values()) == {"direct", "im2col", "gemm"}
+    assert set(paths.values()) == {direct, "im2col", "gemm"}
     for row in report["conv"]:  # the plan's thread count is the run's
         assert {p["threads"] for p in row["plan"].values()} == {report["threads"]}
 

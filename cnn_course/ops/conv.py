@@ -551,9 +551,11 @@ def conv2d_plan(
 
     Returns ``{"forward": Plan, "input_grad": Plan, "weight_grad": Plan}``: the backend,
     algorithm (``"im2col"``, ``"gemm"`` for a pointwise layer, ``"direct"`` for a depthwise
-    layer, ``"kernel"`` for a GPU kernel), GEMM layout, batch chunk, cache tile and thread
-    count each pass runs with (see :mod:`cnn_course.ops._engine.plan`). ``backend`` is
-    ``"numpy"`` or ``"cupy"``. What ``cnn-course bench`` reports as each layer's path.
+    layer, ``"direct-numba"`` for the same compiled where numba is installed and
+    ``CNN_COURSE_NUMBA`` is not ``0``, ``"kernel"`` for a GPU kernel), GEMM layout, batch
+    chunk, cache tile and thread count each pass runs with (see
+    :mod:`cnn_course.ops._engine.plan`). ``backend`` is ``"numpy"`` or ``"cupy"``. What
+    ``cnn-course bench`` reports as each layer's path.
     """
     op = "conv2d_plan"
     win = _geometry(op, x_shape[2:], weight_shape[2:], stride, padding, dilation, groups)

@@ -433,7 +433,8 @@ def max_pool2d_backward(
     require_grad_out(op, grad_out, out_shape, like=x)
     if indices is not None:
         _require_indices(op, indices, out_shape, "the output", x, x.shape[2] * x.shape[3])
-    return engine.max_pool_backward(grad_out, x, win, _plan("max_pool2d", x, win), indices)
+    how = _plan("max_pool2d_backward", x, win)
+    return engine.max_pool_backward(grad_out, x, win, how, indices)
 
 
 # --------------------------------------------------------------------------- average pooling
@@ -646,7 +647,7 @@ def lp_pool2d_backward(
     xp = array_module(x)
     if math.isinf(p):
         ax = xp.abs(x)
-        grad = engine.max_pool_backward(grad_out, ax, win, _plan("max_pool2d", ax, win))
+        grad = engine.max_pool_backward(grad_out, ax, win, _plan("max_pool2d_backward", ax, win))
         return grad * xp.sign(x)
     mean = _avg_pool(x**p, win, True)
     out = (mean * (win.kernel[0] * win.kernel[1])) ** (1 / p)

@@ -14,9 +14,9 @@ from cnn_course._checks import pair
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import conv as C
+from cnn_course.ops._engine import compiled, threads
 from cnn_course.ops._engine import conv as conv_engine
 from cnn_course.ops._engine import plan as plans
-from cnn_course.ops._engine import threads
 from tests.helpers import FIXTURE_OK, LAYOUTS, assert_close, laid_out
 
 X3 = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # the 3x3 input of the hand examples
@@ -476,40 +476,64 @@ def block_diagonal(xp, weight):
     return dense
 
 
-def spy_on_direct_path(monkeypatch):
-    """Count the calls of the three depthwise kernels (to show the direct path ran)."""
+@pytest.fixture(params=["direct", "direct-numba"])
+def depthwise_path(request, monkeypatch):
+    """The CPU path of depthwise layers under test: NumPy's ("direct", always tested) or the
+    compiled one ("direct-numba", where numba is installed; skipped with the reason otherwise).
+    """
+    if request.param == "direct":
+        monkeypatch.setenv(compiled.ENV, "0")
+    else:
+        monkeypatch.delenv(compiled.ENV, raising=False)
+        if compiled.unavailable():
+            pytest.skip(f"compiled depthwise path unavailable: {compiled.unavailable()}")
+    return request.param
+
+
+DIRECT_KERNELS = {
+    "direct": ("_depthwise_forward", "_depthwise_input_grad", "_depthwise_weight_grad"),
+    "direct-numba": ("forward", "input_grad", "weight_grad"),
+}
+
+
+def spy_on_direct_path(monkeypatch, path="direct"):
+    """Count the calls of the three depthwise kernels of ``path`` (to show that path ran)."""
     calls = []
-    for name in ("_depthwise_forward", "_depthwise_weight_grad", "_depthwise_input_grad"):
-        real = getattr(conv_engine, name)
+    module = conv_engine if path == "direct" else compiled
+    for name in DIRECT_KERNELS[path]:
+        real = getattr(module, name)
 
         def spy(*args, _real=real, _name=name):
             calls.append(_name)
             return _real(*args)
 
-        monkeypatch.setattr(conv_engine, name, spy)
+        monkeypatch.setattr(module, name, spy)
     return calls
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES)
 def test_depthwise_direct_path_matches_the_im2col_path_and_the_definition(
-    xp, rng, monkeypatch, case
+    xp, rng, monkeypatch, case, depthwise_path
 ):
     n, c, h, w, k, s, p, d = case
     x = laid_out(xp, rng.standard_normal((n, c, h, w)), "strided")
     weight = xp.asarray(rng.standard_normal((c, 1, *k)))
-    calls = spy_on_direct_path(monkeypatch)
+    calls = spy_on_direct_path(monkeypatch, depthwise_path)
     out = C.conv2d(x, weight, None, s, p, d, c)
     grad_out = xp.asarray(rng.standard_normal(out.shape))
     grad_x, grad_w, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, c)
-    expected = {"_depthwise_weight_grad", "_depthwise_input_grad"}
-    if pair(s, "", "") == (1, 1):
-        expected.add("_depthwise_forward")
+    forward, input_grad, weight_grad = DIRECT_KERNELS[depthwise_path]
+    expected = {weight_grad, input_grad}
+    if pair(s, "", "") == (1, 1) or depthwise_path == "direct-numba":
+        expected.add(forward)  # NumPy's taps take a strided forward to im2col; numba does not
     # on a GPU depthwise layers take the im2col kernels, never the direct path
     assert set(calls) == (set() if xp is not np else expected)
     # the plan says so, and the engine followed it
     backend = "numpy" if xp is np else "cupy"
     plans_ = C.conv2d_plan(x.shape, weight.shape, s, p, d, c, x.itemsize, backend)
-    direct = {f"_depthwise_{name}" for name, how in plans_.items() if how.algorithm == "direct"}
+    keys = ("forward", "input_grad", "weight_grad")
+    names = dict(zip(keys, DIRECT_KERNELS[depthwise_path], strict=True))
+    direct = {names[key] for key, how in plans_.items() if how.algorithm == depthwise_path}
     assert direct == set(calls)
     # groups=1 with a block-diagonal weight is the same convolution, by im2col + GEMM
     dense = block_diagonal(xp, weight)
@@ -521,6 +545,7 @@ def test_depthwise_direct_path_matches_the_im2col_path_and_the_definition(
 
 
 def test_depthwise_planes_in_small_steps_give_the_same_result(xp, rng, monkeypatch):
+    monkeypatch.setenv(compiled.ENV, "0")  # the NumPy path's steps
     x = xp.asarray(rng.standard_normal((3, 5, 7, 6)))
     weight = xp.asarray(rng.standard_normal((5, 1, 3, 2)))
     grad_out = xp.asarray(rng.standard_normal((3, 5, 7, 7)))
@@ -558,7 +583,7 @@ def depthwise_configs(draw):
 @pytest.mark.oracle
 @settings(FIXTURE_OK, max_examples=60)
 @given(cfg=depthwise_configs(), seed=st.integers(0, 2**16))
-def test_depthwise_conv2d_and_transpose_match_torch(xp, torch, cfg, seed):
+def test_depthwise_conv2d_and_transpose_match_torch(xp, torch, depthwise_path, cfg, seed):
     rng = np.random.default_rng(seed)
     c = cfg["c"]
     x = laid_out(xp, rng.standard_normal((cfg["n"], c, *cfg["hw"])), cfg["layout"])
@@ -594,7 +619,7 @@ def test_depthwise_conv2d_and_transpose_match_torch(xp, torch, cfg, seed):
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES)
-def test_depthwise_backward_gradcheck(xp, rng, case):
+def test_depthwise_backward_gradcheck(xp, rng, case, depthwise_path):
     n, c, h, w, k, s, p, d = case
     x = xp.asarray(rng.standard_normal((n, c, h, w)))
     weight = xp.asarray(rng.standard_normal((c, 1, *k)))
@@ -775,7 +800,7 @@ THREAD_CASES = [
 
 
 @pytest.mark.parametrize("case", THREAD_CASES)
-def test_work_split_over_threads_gives_the_same_result(rng, monkeypatch, case):
+def test_work_split_over_threads_gives_the_same_result(rng, monkeypatch, case, depthwise_path):
     """Every piece of work, however small, split over 3 threads: the same arrays as on one
     thread (the parts write disjoint outputs), and the definition's."""
     n, c, h, w, f, k, s, p, d, g = case
@@ -822,12 +847,14 @@ def test_thread_count_follows_the_environment(monkeypatch):
     assert threads.split(2, 4) == [slice(0, 1), slice(1, 2)]
 
 
-def test_the_plan_decides_each_path_by_hand():
+def test_the_plan_decides_each_path_by_hand(monkeypatch):
     """The plan, from shapes alone (no GPU needed to read a GPU plan)."""
 
     def plans(x_shape, w_shape, stride=1, padding=0, groups=1, backend="numpy"):
         how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, 4, backend)
         return {k: (p.algorithm, p.layout) for k, p in how.items()}
+
+    monkeypatch.setenv(compiled.ENV, "0")  # the NumPy-only plans (the compiled one: below)
 
     # 56x56 = 3136 positions >= 64 filters: per-sample GEMMs writing NCHW
     assert plans((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["forward"] == ("im2col", "per-sample")
@@ -859,6 +886,146 @@ def test_the_plan_decides_each_path_by_hand():
     assert (
         how.chunk * how.column_bytes <= C.COLUMN_BUDGET_BYTES < (how.chunk + 1) * how.column_bytes
     )
+
+
+# ----------------------------------------------------------------------------- compiled path
+def needs_numba(monkeypatch):
+    monkeypatch.delenv(compiled.ENV, raising=False)
+    if compiled.unavailable():
+        pytest.skip(f"compiled depthwise path unavailable: {compiled.unavailable()}")
+
+
+def test_the_plan_chooses_the_compiled_path_only_where_it_applies(monkeypatch):
+    needs_numba(monkeypatch)
+    dw = ((8, 128, 56, 56), (128, 1, 3, 3))
+
+    def algorithms(x_shape, w_shape, stride=1, groups=128, itemsize=4, backend="numpy"):
+        how = C.conv2d_plan(x_shape, w_shape, stride, 1, 1, groups, itemsize, backend)
+        return {how[k].algorithm for k in ("forward", "input_grad", "weight_grad")}
+
+    # every depthwise pass on a CPU in float32/float64, strided forward included
+    for itemsize in (4, 8):
+        assert algorithms(*dw, itemsize=itemsize) == {"direct-numba"}
+    assert algorithms(*dw, stride=2) == {"direct-numba"}
+    assert "direct-numba" not in algorithms(*dw, itemsize=2)  # float16: NumPy's path
+    assert "direct-numba" not in algorithms(*dw, backend="cupy")  # CuPy arrays never
+    assert algorithms((8, 64, 56, 56), (64, 64, 3, 3), groups=1) == {"im2col"}  # dense
+    monkeypatch.setenv(compiled.ENV, "0")
+    assert algorithms(*dw) == {"direct"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "fortran"])
+@pytest.mark.parametrize(
+    "geometry",
+    [(1, 1, 1), ((2, 1), (1, 2), (1, 2)), (2, 0, 1), (1, "same", (2, 2)), (3, 2, 1)],
+)
+def test_compiled_depthwise_path_matches_the_numpy_path(rng, monkeypatch, dtype, layout, geometry):
+    """The compiled kernels against NumPy's taps (and, for strided forwards, im2col) on the
+    same inputs: conv2d, its backward, the transposed convolution and its backward; inputs
+    of any layout are left unchanged."""
+    needs_numba(monkeypatch)
+    s, p, d = geometry
+    n, c, k = 2, 5, (3, 2)
+    x = laid_out(np, rng.standard_normal((n, c, 11, 9)), layout).astype(dtype, copy=False)
+    weight = rng.standard_normal((c, 1, *k)).astype(dtype)
+    grad_out = rng.standard_normal(C.conv2d(x, weight, None, s, p, d, c).shape).astype(dtype)
+    grad_out = laid_out(np, grad_out, layout)
+    targs = (s, 0 if p == "same" else p, 0, c, d)
+
+    def run():
+        return (
+            C.conv2d(x, weight, None, s, p, d, c),
+            *C.conv2d_backward(grad_out, x, weight, s, p, d, c)[:2],
+            C.conv_transpose2d(grad_out, weight, None, *targs),
+        )
+
+    before = [a.copy() for a in (x, weight, grad_out)]
+    calls = spy_on_direct_path(monkeypatch, "direct-numba")
+    fast = run()
+    assert set(calls) == {"forward", "input_grad", "weight_grad"}
+    for a, b in zip((x, weight, grad_out), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setenv(compiled.ENV, "0")
+    slow = run()
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for got, want in zip(fast, slow, strict=True):
+        assert got.dtype == dtype and got.flags.c_contiguous
+        assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_compiled_path_uses_the_engine_thread_count(rng, monkeypatch):
+    """With more than one engine thread the parallel kernels run on that many numba threads
+    (at most numba's own limit), with one thread their serial twins; both give the same
+    arrays."""
+    needs_numba(monkeypatch)
+    kernels = compiled._kernels()
+    seen = []
+    for name in ("forward", "forward_serial", "input_grad", "input_grad_serial"):
+        real = getattr(kernels, name)
+
+        def spy(*args, _real=real, _name=name):
+            seen.append((_name, kernels.numba.get_num_threads()))
+            return _real(*args)
+
+        monkeypatch.setattr(kernels, name, spy)
+    x = rng.standard_normal((3, 4, 9, 8))
+    weight = rng.standard_normal((4, 1, 3, 3))
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 0)
+    with threads.limit(1):
+        serial = (
+            C.conv2d(x, weight, None, 1, 1, 1, 4),
+            C.conv_transpose2d(x, weight, None, 1, 1, 0, 4),
+        )
+    assert [name for name, _ in seen] == ["forward_serial", "input_grad_serial"]
+    seen.clear()
+    with threads.limit(2):
+        split = (
+            C.conv2d(x, weight, None, 1, 1, 1, 4),
+            C.conv_transpose2d(x, weight, None, 1, 1, 0, 4),
+        )
+    limit = min(2, kernels.numba.config.NUMBA_NUM_THREADS)
+    parallel = ["forward", "input_grad"] if limit > 1 else ["forward_serial", "input_grad_serial"]
+    assert seen == [(name, limit) for name in parallel] or limit == 1
+    for a, b in zip(serial, split, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_kernels_compile_without_a_disk_cache_where_none_is_writable(monkeypatch):
+    """numba raises at ``cache=True`` where no cache directory is writable: the kernels
+    then compile without one, and nothing warns."""
+    needs_numba(monkeypatch)
+    kernels = compiled._kernels()
+    caching = pytest.importorskip("numba.core.caching")
+    assert kernels._cache_usable() is True  # this checkout's __pycache__ is writable
+
+    def read_only(self):
+        raise PermissionError(f"read-only: {self.get_cache_path()}")
+
+    monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", read_only)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels._cache_usable() is False
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_compiled_path_works_in_a_forked_child(rng, monkeypatch):
+    """numba's OpenMP thread pool is not fork-safe: a child forked after a parallel kernel
+    ran runs the serial kernels (numba would otherwise abort the child)."""
+    import os
+
+    needs_numba(monkeypatch)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 0)
+    x = rng.standard_normal((2, 4, 9, 8))
+    weight = rng.standard_normal((4, 1, 3, 3))
+    with threads.limit(2):
+        expected = C.conv2d(x, weight, None, 1, 1, 1, 4)  # numba's thread pool has started
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports by its exit status
+            ok = np.array_equal(C.conv2d(x, weight, None, 1, 1, 1, 4), expected)
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")

@@ -13,8 +13,23 @@ from hypothesis import strategies as st
 from cnn_course.backend import to_numpy
 from cnn_course.gradcheck import check_gradients
 from cnn_course.ops import pooling as P
-from cnn_course.ops._engine import threads
+from cnn_course.ops._engine import compiled, threads
 from tests.helpers import LAYOUTS, assert_close, examples, laid_out
+
+
+@pytest.fixture(params=["windows", "scatter-numba"])
+def scatter_path(request, monkeypatch):
+    """The CPU path of max pooling's backward under test: NumPy's scatter-add ("windows",
+    always tested) or the compiled scatter ("scatter-numba", where numba is installed;
+    skipped with the reason otherwise)."""
+    if request.param == "windows":
+        monkeypatch.setenv(compiled.ENV, "0")
+    else:
+        monkeypatch.delenv(compiled.ENV, raising=False)
+        if compiled.unavailable():
+            pytest.skip(f"compiled scatter unavailable: {compiled.unavailable()}")
+    return request.param
+
 
 # The 4x4 plane of the hand examples.
 X = [
@@ -463,7 +478,7 @@ GRAD_CASES = [
 
 
 @pytest.mark.parametrize("cfg", GRAD_CASES)
-def test_max_pool2d_backward_gradcheck(xp, rng, cfg):
+def test_max_pool2d_backward_gradcheck(xp, rng, cfg, scatter_path):
     x = xp.asarray(distinct(rng, (2, 2, 5, 6)))
     for kwargs in (cfg, {**cfg, "dilation": (2, 1)}):
         out = P.max_pool2d(x, **kwargs)
@@ -752,7 +767,7 @@ def test_pooling_keeps_the_dtype(xp, rng, dtype):
     "kernel, stride, padding, ceil_mode", [(2, 2, 0, False), (3, 2, 1, True), ((3, 2), 1, 1, False)]
 )
 def test_work_split_over_threads_gives_the_same_result(
-    monkeypatch, kernel, stride, padding, ceil_mode
+    monkeypatch, scatter_path, kernel, stride, padding, ceil_mode
 ):
     """Every pass, however small, split over 3 threads: the same arrays as on one thread."""
     x = np.random.default_rng(0).standard_normal((5, 3, 9, 8))
@@ -778,3 +793,60 @@ def test_work_split_over_threads_gives_the_same_result(
     for a, b in zip(serial, split, strict=True):
         np.testing.assert_array_equal(a, b)
     assert_close(split[0], P.max_pool2d_naive(x, *args, ceil_mode=ceil_mode))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cfg", GRAD_CASES)
+def test_compiled_scatter_matches_numpys_and_torch(torch, rng, monkeypatch, dtype, cfg):
+    """Max pooling's backward through the compiled scatter against NumPy's scatter-add and
+    PyTorch's, from ``x`` and from the saved indices (overlapping windows share arg-maxes:
+    they add up), on a strided ``grad_out``; the spy shows the compiled scatter ran."""
+    monkeypatch.delenv(compiled.ENV, raising=False)
+    if compiled.unavailable():
+        pytest.skip(f"compiled scatter unavailable: {compiled.unavailable()}")
+    x = rng.integers(-2, 3, (2, 3, 7, 6)).astype(dtype)  # ties: shared arg-maxes
+    out, indices = P.max_pool2d(x, **cfg, return_indices=True)
+    grad_out = laid_out(np, rng.standard_normal(out.shape).astype(dtype), "strided")
+    calls = []
+    real = compiled.scatter_add
+
+    def spy(*args):
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(compiled, "scatter_add", spy)
+    fast = [P.max_pool2d_backward(grad_out, x, **cfg, indices=indices)]
+    fast.append(P.max_pool2d_backward(grad_out, x, **cfg))
+    assert len(calls) == 2
+    monkeypatch.setenv(compiled.ENV, "0")
+    slow = [P.max_pool2d_backward(grad_out, x, **cfg, indices=indices)]
+    slow.append(P.max_pool2d_backward(grad_out, x, **cfg))
+    assert len(calls) == 2
+    _, expected = torch_grad(
+        torch, lambda t: torch.nn.functional.max_pool2d(t, **cfg), x, np.array(grad_out)
+    )
+    for got, want in zip(fast, slow, strict=True):
+        assert got.dtype == dtype
+        assert_close(got, want, rtol=1e-6, atol=1e-6)
+        assert_close(got, expected, **tolerance(np.dtype(dtype)))
+
+
+def test_the_plan_chooses_the_compiled_scatter_only_on_a_cpu(monkeypatch):
+    from cnn_course.ops._engine.plan import plan
+    from cnn_course.ops._engine.windows import Window
+
+    win = Window((2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), (2, 2))
+
+    def algorithm(op, itemsize=8, cupy=False):
+        return plan(op, (1, 1, 4, 4), win, 1, itemsize, cupy).algorithm
+
+    assert algorithm("max_pool2d_backward", cupy=True) == "kernel"
+    monkeypatch.setenv(compiled.ENV, "0")
+    assert algorithm("max_pool2d_backward") == "windows"
+    monkeypatch.delenv(compiled.ENV)
+    assert algorithm("max_pool2d") == "windows"  # the forward is NumPy's either way
+    assert algorithm("max_pool2d_backward", itemsize=2) == "windows"  # float16
+    if compiled.unavailable():
+        pytest.skip(f"compiled scatter unavailable: {compiled.unavailable()}")
+    assert algorithm("max_pool2d_backward") == "scatter-numba"

@@ -9,6 +9,8 @@
 - :mod:`.conv`: im2col + GEMM in chunks and tiles, depthwise taps.
 - :mod:`.pool`: window reductions, arg-max positions and their scatter.
 - :mod:`.gpu`: the CUDA elementwise kernels of both (CuPy).
+- :mod:`.compiled`: the optional numba kernels of depthwise layers (imported lazily; the
+  plan chooses them, ``"direct-numba"``, where numba is installed).
 
 The public modules (:mod:`cnn_course.ops.conv`, :mod:`cnn_course.ops.pooling`) validate the
 arguments, build the window and the plan, and call in here; nothing here imports them.

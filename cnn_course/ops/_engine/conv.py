@@ -14,6 +14,7 @@ asks :func:`~.plan.plan`, and calls :func:`forward`, :func:`weight_grad` or
 - gemm: a pointwise layer's samples are their own columns; no copy at all.
 - direct: a depthwise layer as a sum over the kh*kw offsets of shifted planes (:class:`Taps`),
   in cache-sized groups of planes, the groups split over the threads.
+- direct-numba: the same, compiled with numba where it is installed (:mod:`.compiled`).
 - kernel: a depthwise layer on a GPU, one elementwise kernel (:mod:`.gpu`).
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from cnn_course._types import Array
 from cnn_course.backend import array_module
-from cnn_course.ops._engine import gpu, threads
+from cnn_course.ops._engine import compiled, gpu, threads
 from cnn_course.ops._engine import plan as plans
 from cnn_course.ops._engine.plan import Plan
 from cnn_course.ops._engine.windows import Window, add_windows, copy, copy_blocks, crop, pad
@@ -122,6 +123,8 @@ def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
         return _gpu_depthwise(x, weight, win, win.out, "forward")
     if how.algorithm == "direct":
         return _depthwise_forward(x, weight, win, how)
+    if how.algorithm == "direct-numba":
+        return compiled.forward(x, weight, win, how.threads)
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], win.groups
     w3 = weight.reshape(g, f // g, -1)
@@ -144,6 +147,8 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, how: Plan)
     """d(sum(grad_out * conv(x, w)))/dw: grad_out (N, F, OH, OW), x (N, C, H, W)."""
     if how.algorithm == "direct":
         return _depthwise_weight_grad(grad_out, x, win, weight_shape, how)
+    if how.algorithm == "direct-numba":
+        return compiled.weight_grad(grad_out, x, win, weight_shape, how.threads)
     xp = array_module(grad_out, x)
     f, g = weight_shape[0], win.groups
     grad_w = xp.zeros((g, f // g, math.prod(weight_shape[1:])), dtype=x.dtype)
@@ -174,6 +179,8 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, how: Plan) 
         return _gpu_depthwise(grad_out, weight, win, x_shape[2:], "input_grad")
     if how.algorithm == "direct":
         return _depthwise_input_grad(grad_out, weight, win, x_shape, how)
+    if how.algorithm == "direct-numba":
+        return compiled.input_grad(grad_out, weight, win, x_shape, how.threads)
     xp = array_module(grad_out, weight)
     n, c, h, w = x_shape
     (kh, kw), g, f = win.kernel, win.groups, weight.shape[0]

@@ -16,10 +16,18 @@ Algorithms
 ``"direct"``
     A depthwise layer (``groups == C_in == C_out``) on a CPU: a sum over the kh*kw kernel
     offsets of shifted input planes times per-channel weights (no columns).
+``"direct-numba"``
+    The same sum, compiled (:mod:`.compiled`): one pass over each plane for all the taps.
+    Chosen for every depthwise layer on a CPU in float32/float64 (any stride) when numba
+    imports and ``CNN_COURSE_NUMBA`` is not ``0``; otherwise ``"direct"`` (or im2col).
 ``"kernel"``
     One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
 ``"windows"``
     Pooling on a CPU: the windows copied into a contiguous array, then reduced.
+``"scatter-numba"``
+    Max pooling's backward on a CPU (``op="max_pool2d_backward"``), the gradient scattered
+    onto the arg-max positions by a compiled loop (:mod:`.compiled`) where numba is on;
+    otherwise ``"windows"`` (NumPy's scatter-add).
 
 Split (how the threads share the work): ``"copies"``, each copy and elementwise pass is cut
 over the threads and each GEMM runs on BLAS's threads; ``"tiles"``, for per-sample GEMMs too
@@ -36,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnn_course.ops._engine import threads
+from cnn_course.ops._engine import compiled, threads
 from cnn_course.ops._engine.windows import Window
 
 __all__ = ["Plan", "plan", "COLUMN_BUDGET_BYTES", "CACHE_TILE_BYTES", "DEPTHWISE_STEP_BYTES"]
@@ -58,6 +66,7 @@ OPS = (
     "conv2d_weight_grad",
     "conv2d_input_grad",
     "max_pool2d",
+    "max_pool2d_backward",
     "avg_pool2d",
 )
 
@@ -70,7 +79,8 @@ class Plan:
     ----------
     op : one of :data:`OPS`
     backend : ``"numpy"`` or ``"cupy"``
-    algorithm : ``"im2col"``, ``"gemm"``, ``"direct"``, ``"kernel"`` or ``"windows"``
+    algorithm : ``"im2col"``, ``"gemm"``, ``"direct"``, ``"direct-numba"``, ``"kernel"``,
+        ``"windows"`` or ``"scatter-numba"``
     layout : ``"per-sample"``, ``"batch-last"`` (im2col GEMMs) or ``"planes"``
     chunk : samples per batch chunk (the columns of a chunk fit :data:`COLUMN_BUDGET_BYTES`)
     tile_samples, tile_rows : a per-sample tile: this many samples, of this many output rows
@@ -117,7 +127,8 @@ def plan(
     """The plan of ``op`` on an input of ``x_shape`` (N, C, H, W) with window ``win``.
 
     ``out_channels`` is the convolution's F (pooling: C); ``cupy`` whether the arrays live
-    on a GPU. Pure: shapes in, a plan out (nothing is allocated).
+    on a GPU. Shapes in, a plan out (nothing is allocated); besides the shapes it reads only
+    the engine's thread count and whether the compiled path is on (:func:`.compiled.enabled`).
     """
     if op not in OPS:
         raise ValueError(f"plan: unknown op {op!r}; expected one of {OPS}")
@@ -127,10 +138,14 @@ def plan(
     positions = oh * ow
     column_bytes = c * win.kernel[0] * win.kernel[1] * positions * itemsize
     cpu_threads = 1 if cupy else threads.num_threads()
-    if op in ("max_pool2d", "avg_pool2d"):
+    if op in ("max_pool2d", "max_pool2d_backward", "avg_pool2d"):
         algorithm = "kernel" if cupy else "windows"
+        if op == "max_pool2d_backward" and compiled.supports(itemsize, cupy):
+            algorithm = "scatter-numba"
         return Plan(op, backend, algorithm, "planes", n, n, oh, column_bytes, cpu_threads)
     depthwise = win.groups > 1 and win.groups == c == out_channels
+    if depthwise and compiled.supports(itemsize, cupy):
+        return Plan(op, backend, "direct-numba", "planes", n, n, oh, column_bytes, cpu_threads)
     direct = depthwise and (
         (op == "conv2d" and (cupy or win.stride == (1, 1)))
         or op == "conv2d_input_grad"

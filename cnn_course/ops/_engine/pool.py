@@ -4,8 +4,9 @@ On a CPU (``plan.algorithm == "windows"``) a pooling layer pads its input (``-in
 pooling, zeros for average pooling), copies every window into a contiguous
 (N, C, kh, kw, H_out, W_out) array and reduces it; the samples are split over the threads.
 On a GPU (``"kernel"``) one elementwise kernel reads the windows in place (:mod:`.gpu`).
-Max pooling's backward scatters each window's gradient onto its arg-max; average pooling's
-folds the windows back (:func:`.windows.add_windows`).
+Max pooling's backward scatters each window's gradient onto its arg-max (compiled, where the
+plan of ``"max_pool2d_backward"`` says ``"scatter-numba"``); average pooling's folds the
+windows back (:func:`.windows.add_windows`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from cnn_course._types import Array
 from cnn_course.backend import array_module
-from cnn_course.ops._engine import gpu, threads
+from cnn_course.ops._engine import compiled, gpu, threads
 from cnn_course.ops._engine.plan import Plan
 from cnn_course.ops._engine.windows import Window, add_windows, copy, copy_blocks, crop, pad
 from cnn_course.ops._engine.windows import windows as window_view
@@ -152,15 +153,23 @@ def max_pool_backward(
     recomputed from ``x`` is routed by one gather kernel instead."""
     n, c, h, w = x.shape
     values = grad_out.astype(x.dtype, copy=False).reshape(n, c, -1)
+
+    def scatter(index: Array, size: int) -> Array:
+        if how.algorithm == "scatter-numba":  # (N*C, O) planes, one thread each
+            flat = compiled.scatter_add(
+                values.reshape(n * c, -1), index.reshape(n * c, -1), size, how.threads
+            )
+            return flat.reshape(n, c, size)
+        return scatter_add(values, index, size, unique=win.apart)
+
     if indices is not None:
-        grad = scatter_add(values, indices.reshape(n, c, -1), h * w, unique=win.apart)
-        return grad.reshape(x.shape)
+        return scatter(indices.reshape(n, c, -1), h * w).reshape(x.shape)
     _, arg = max_and_arg(x, win, how)
     if how.algorithm == "kernel":
         return _gpu_backward(grad_out.astype(x.dtype, copy=False), arg, x.shape, win)
     hp, wp = win.padded_hw((h, w))
     index = window_index(arg, win, wp, (0, 0)).reshape(n, c, -1)
-    grad = scatter_add(values, index, hp * wp, unique=win.apart).reshape(n, c, hp, wp)
+    grad = scatter(index, hp * wp).reshape(n, c, hp, wp)
     out = array_module(x).empty(x.shape, dtype=x.dtype)
     copy(out, crop(grad, win.pads, (h, w)))
     return out

@@ -1,0 +1,411 @@
+"""The compiled kernels (numba): depthwise convolution, and max pooling's scatter.
+Imported only by :mod:`.compiled`, lazily.
+
+Each kernel works on one (H, W) plane at a time, and a driver runs the N*C planes: with
+``prange`` (numba's ``parallel=True``, on its thread pool) or with ``range`` (one thread:
+no thread pool is touched, which is also safe in a forked child and under concurrent callers).
+A plane and its output stay in L1/L2 across the kh*kw taps. At stride 1 the plane is padded
+into a per-thread scratch array, flat, and each tap is one long contiguous run over it (the
+``*_flat`` kernels: long loops vectorise best); at other strides the taps run row by row,
+each only over the output columns whose input column lies inside the plane (:func:`_span`),
+so no padding is materialised (the ``*_rows`` kernels). Innermost loops index 1-D slices
+from 0, which spares numba's negative-index checks and lets LLVM vectorise them.
+
+``geom`` is ``(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)``. Every array
+is C-contiguous (the caller makes sure); float32 and float64 compile separately, on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+from numba import prange
+
+from cnn_course.backend import np
+
+__all__ = [
+    "CACHED",
+    "forward",
+    "forward_serial",
+    "input_grad",
+    "input_grad_serial",
+    "weight_grad",
+    "weight_grad_serial",
+]
+
+
+def _cache_usable() -> bool:
+    """Whether numba can write its on-disk cache for this file.
+
+    Numba looks for a writable directory (``NUMBA_CACHE_DIR``, the package's ``__pycache__``,
+    the user's cache directory) when a function is decorated with ``cache=True`` and raises
+    ``RuntimeError`` when there is none; without a cache, every process compiles again.
+    """
+    try:
+        numba.njit(cache=True)(_probe)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _probe() -> int:
+    return 0
+
+
+CACHED = _cache_usable() and os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
+_OPTIONS = dict(cache=CACHED, nogil=True, error_model="numpy")
+
+
+def _jit(fn):
+    return numba.njit(**_OPTIONS)(fn)
+
+
+def _pjit(fn):
+    return numba.njit(parallel=True, **_OPTIONS)(fn)
+
+
+@_jit
+def _span(offset, stride, width, out_width):
+    """The output columns ``[lo, hi)`` whose input column ``ow * stride + offset`` lies in
+    ``[0, width)``."""
+    lo = max(0, -(offset // stride))
+    hi = min(out_width, (width - 1 - offset) // stride + 1)
+    return lo, max(lo, hi)
+
+
+@_jit
+def _axpy(dst, scale, src):
+    """dst += scale * src (1-D; indexed from 0, so no negative-index checks: it vectorises)."""
+    for t in range(dst.shape[0]):
+        dst[t] += scale * src[t]
+
+
+@_jit
+def _fma(dst, a, b):
+    """dst += a * b, elementwise (1-D)."""
+    for t in range(dst.shape[0]):
+        dst[t] += a[t] * b[t]
+
+
+@_jit
+def _scale(dst, scale, src):
+    """dst = scale * src (1-D)."""
+    for t in range(dst.shape[0]):
+        dst[t] = scale * src[t]
+
+
+@numba.njit(fastmath={"reassoc"}, **_OPTIONS)
+def _dot(a, b):
+    """sum(a * b) (1-D), in any order: reassociating lets the sum vectorise."""
+    total = a[0] * b[0] * 0
+    for t in range(a.shape[0]):
+        total += a[t] * b[t]
+    return total
+
+
+@_jit
+def _flat_size(oh_n, ow_n, kh, kw, dh, dw):
+    """Stride 1: the padded plane (hp, wp) the output needs, and the run ``length`` one tap
+    reads from it: output (oh, ow) is grid position ``oh * wp + ow``."""
+    wp = ow_n + dw * (kw - 1)
+    hp = oh_n + dh * (kh - 1)
+    return hp, wp, (oh_n - 1) * wp + ow_n
+
+
+@_jit
+def _pad_into(x, pt, pl, hp, wp, dst):
+    """dst[r * wp + c] = x[r - pt, c - pl], zero outside ``x`` (rows and columns of ``x``
+    beyond the padded plane are not read)."""
+    h, width = x.shape
+    lo, hi = min(pl, wp), min(wp, pl + width)
+    for r in range(hp):
+        row = dst[r * wp : (r + 1) * wp]
+        ih = r - pt
+        if ih < 0 or ih >= h:
+            for t in range(wp):
+                row[t] = 0
+            continue
+        for t in range(lo):
+            row[t] = 0
+        if hi > lo:
+            _scale(row[lo:hi], 1, x[ih, lo - pl : hi - pl])
+        for t in range(max(lo, hi), wp):
+            row[t] = 0
+
+
+@_jit
+def _grid_into(g, wp, dst):
+    """dst[oh * wp + ow] = g[oh, ow]; the ``wp - W_out`` other positions of a row zero."""
+    oh_n, ow_n = g.shape
+    for oh in range(oh_n):
+        _scale(dst[oh * wp : oh * wp + ow_n], 1, g[oh])
+        if oh < oh_n - 1:
+            for t in range(oh * wp + ow_n, (oh + 1) * wp):
+                dst[t] = 0
+
+
+@_jit
+def _forward_flat(x, w, out, geom, scratch):
+    """Stride 1: each tap is one long run over the padded plane, the plane a flat array."""
+    _, _, pt, pl, dh, dw = geom
+    oh_n, ow_n = out.shape
+    kh, kw = w.shape
+    hp, wp, length = _flat_size(oh_n, ow_n, kh, kw, dh, dw)
+    xpad, grid = scratch[: hp * wp], scratch[hp * wp : hp * wp + length]
+    _pad_into(x, pt, pl, hp, wp, xpad)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * wp + j * dw
+            if i == 0 and j == 0:
+                _scale(grid, w[i, j], xpad[start : start + length])
+            else:
+                _axpy(grid, w[i, j], xpad[start : start + length])
+    for oh in range(oh_n):
+        _scale(out[oh], 1, grid[oh * wp : oh * wp + ow_n])
+
+
+@_jit
+def _input_grad_flat(g, w, gx, geom, scratch):
+    """Stride 1: each tap adds one long run of the weighted gradient grid into the flat
+    padded plane; the plane is then cropped."""
+    _, _, pt, pl, dh, dw = geom
+    oh_n, ow_n = g.shape
+    kh, kw = w.shape
+    h, width = gx.shape
+    hp, wp, length = _flat_size(oh_n, ow_n, kh, kw, dh, dw)
+    gpad, grid = scratch[: hp * wp], scratch[hp * wp : hp * wp + length]
+    _grid_into(g, wp, grid)
+    for t in range(hp * wp):
+        gpad[t] = 0
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * wp + j * dw
+            _axpy(gpad[start : start + length], w[i, j], grid)
+    for ih in range(h):
+        row = gx[ih]
+        r = ih + pt
+        hi = min(width, wp - pl) if r < hp else 0  # output_padding: rows/columns no window met
+        if hi > 0:
+            _scale(row[:hi], 1, gpad[r * wp + pl : r * wp + pl + hi])
+        for t in range(max(hi, 0), width):
+            row[t] = 0
+
+
+@_jit
+def _weight_grad_flat(g, x, gw, geom, scratch):
+    """Stride 1: per tap, one dot product of the gradient grid with a run of the plane."""
+    _, _, pt, pl, dh, dw = geom
+    oh_n, ow_n = g.shape
+    kh, kw = gw.shape
+    hp, wp, length = _flat_size(oh_n, ow_n, kh, kw, dh, dw)
+    xpad, grid = scratch[: hp * wp], scratch[hp * wp : hp * wp + length]
+    _pad_into(x, pt, pl, hp, wp, xpad)
+    _grid_into(g, wp, grid)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * wp + j * dw
+            gw[i, j] = _dot(grid, xpad[start : start + length])
+
+
+@_jit
+def _forward_rows(x, w, out, geom):
+    """out[oh, ow] = sum_ij w[i, j] * x[oh*sh - pt + i*dh, ow*sw - pl + j*dw] (zero outside)."""
+    sh, sw, pt, pl, dh, dw = geom
+    h, width = x.shape
+    oh_n, ow_n = out.shape
+    kh, kw = w.shape
+    for oh in range(oh_n):
+        row = out[oh]
+        for t in range(ow_n):
+            row[t] = 0
+        for i in range(kh):
+            ih = oh * sh - pt + i * dh
+            if ih < 0 or ih >= h:
+                continue
+            for j in range(kw):
+                offset = j * dw - pl
+                lo, hi = _span(offset, sw, width, ow_n)
+                if sw == 1:  # a contiguous run: its own, vectorised, specialisation
+                    _axpy(row[lo:hi], w[i, j], x[ih, lo + offset : hi + offset])
+                else:
+                    _axpy(row[lo:hi], w[i, j], x[ih, lo * sw + offset :: sw][: hi - lo])
+
+
+@_jit
+def _input_grad_rows(g, w, gx, geom):
+    """The adjoint of :func:`_forward_rows`: gx[ih, iw] gets w[i, j] * g[oh, ow] from every
+    output position whose window met (ih, iw)."""
+    sh, sw, pt, pl, dh, dw = geom
+    h, width = gx.shape
+    oh_n, ow_n = g.shape
+    kh, kw = w.shape
+    for ih in range(h):
+        row = gx[ih]
+        for t in range(width):
+            row[t] = 0
+    for oh in range(oh_n):
+        src = g[oh]
+        for i in range(kh):
+            ih = oh * sh - pt + i * dh
+            if ih < 0 or ih >= h:
+                continue
+            for j in range(kw):
+                offset = j * dw - pl
+                lo, hi = _span(offset, sw, width, ow_n)
+                if sw == 1:
+                    _axpy(gx[ih, lo + offset : hi + offset], w[i, j], src[lo:hi])
+                else:
+                    _axpy(gx[ih, lo * sw + offset :: sw][: hi - lo], w[i, j], src[lo:hi])
+
+
+@_jit
+def _weight_grad_rows(g, x, gw, geom):
+    """gw[i, j] = sum_{oh, ow} g[oh, ow] * x[oh*sh - pt + i*dh, ow*sw - pl + j*dw]: one
+    running sum per tap and output column (elementwise, so it vectorises without
+    reassociating), added up at the end."""
+    sh, sw, pt, pl, dh, dw = geom
+    h, width = x.shape
+    oh_n, ow_n = g.shape
+    kh, kw = gw.shape
+    acc = np.zeros((kh * kw, ow_n), dtype=gw.dtype)
+    for oh in range(oh_n):
+        grads = g[oh]
+        for i in range(kh):
+            ih = oh * sh - pt + i * dh
+            if ih < 0 or ih >= h:
+                continue
+            for j in range(kw):
+                offset = j * dw - pl
+                lo, hi = _span(offset, sw, width, ow_n)
+                dst = acc[i * kw + j, lo:hi]
+                if sw == 1:
+                    _fma(dst, grads[lo:hi], x[ih, lo + offset : hi + offset])
+                else:
+                    _fma(dst, grads[lo:hi], x[ih, lo * sw + offset :: sw][: hi - lo])
+    for i in range(kh):
+        for j in range(kw):
+            total = 0.0
+            for t in range(ow_n):
+                total += acc[i * kw + j, t]
+            gw[i, j] = total
+
+
+@_jit
+def _scratch(a, kernel, out_hw, geom):
+    """One plane's scratch for the flat (stride 1) kernels; empty for the others."""
+    sh, sw, _, _, dh, dw = geom
+    if sh != 1 or sw != 1:
+        return np.empty(0, dtype=a.dtype)
+    hp, wp, length = _flat_size(out_hw[0], out_hw[1], kernel[0], kernel[1], dh, dw)
+    return np.empty(hp * wp + length, dtype=a.dtype)
+
+
+@_jit
+def _forward_plane(x, w, out, geom, scratch):
+    if geom[0] == 1 and geom[1] == 1:
+        _forward_flat(x, w, out, geom, scratch)
+    else:
+        _forward_rows(x, w, out, geom)
+
+
+@_jit
+def _input_grad_plane(g, w, gx, geom, scratch):
+    if geom[0] == 1 and geom[1] == 1:
+        _input_grad_flat(g, w, gx, geom, scratch)
+    else:
+        _input_grad_rows(g, w, gx, geom)
+
+
+@_jit
+def _weight_grad_plane(g, x, gw, geom, scratch):
+    if geom[0] == 1 and geom[1] == 1:
+        _weight_grad_flat(g, x, gw, geom, scratch)
+    else:
+        _weight_grad_rows(g, x, gw, geom)
+
+
+#: Planes are taken in this many blocks (at most), each block with its own scratch.
+BLOCKS = 64
+
+# The drivers: x (N, C, H, W), w (C, kh, kw), out (N, C, H_out, W_out); per_plane (N*C, kh, kw).
+# Block b takes planes [b * P // B, (b + 1) * P // B); each plane is computed the same way
+# whichever block or thread takes it.
+
+
+@_pjit
+def forward(x, w, out, geom):
+    c, planes = x.shape[1], x.shape[0] * x.shape[1]
+    blocks = min(planes, BLOCKS)
+    for b in prange(blocks):
+        scratch = _scratch(x, w.shape[1:], out.shape[2:], geom)
+        for p in range(b * planes // blocks, (b + 1) * planes // blocks):
+            _forward_plane(x[p // c, p % c], w[p % c], out[p // c, p % c], geom, scratch)
+
+
+@_jit
+def forward_serial(x, w, out, geom):
+    c = x.shape[1]
+    scratch = _scratch(x, w.shape[1:], out.shape[2:], geom)
+    for p in range(x.shape[0] * c):
+        _forward_plane(x[p // c, p % c], w[p % c], out[p // c, p % c], geom, scratch)
+
+
+@_pjit
+def input_grad(g, w, gx, geom):
+    c, planes = g.shape[1], g.shape[0] * g.shape[1]
+    blocks = min(planes, BLOCKS)
+    for b in prange(blocks):
+        scratch = _scratch(g, w.shape[1:], g.shape[2:], geom)
+        for p in range(b * planes // blocks, (b + 1) * planes // blocks):
+            _input_grad_plane(g[p // c, p % c], w[p % c], gx[p // c, p % c], geom, scratch)
+
+
+@_jit
+def input_grad_serial(g, w, gx, geom):
+    c = g.shape[1]
+    scratch = _scratch(g, w.shape[1:], g.shape[2:], geom)
+    for p in range(g.shape[0] * c):
+        _input_grad_plane(g[p // c, p % c], w[p % c], gx[p // c, p % c], geom, scratch)
+
+
+@_pjit
+def weight_grad(g, x, per_plane, geom):
+    c, planes = x.shape[1], x.shape[0] * x.shape[1]
+    blocks = min(planes, BLOCKS)
+    for b in prange(blocks):
+        scratch = _scratch(x, per_plane.shape[1:], g.shape[2:], geom)
+        for p in range(b * planes // blocks, (b + 1) * planes // blocks):
+            _weight_grad_plane(g[p // c, p % c], x[p // c, p % c], per_plane[p], geom, scratch)
+
+
+@_jit
+def weight_grad_serial(g, x, per_plane, geom):
+    c = x.shape[1]
+    scratch = _scratch(x, per_plane.shape[1:], g.shape[2:], geom)
+    for p in range(x.shape[0] * c):
+        _weight_grad_plane(g[p // c, p % c], x[p // c, p % c], per_plane[p], geom, scratch)
+
+
+# The scatter of max pooling's backward: values and index (P, O), out (P, size).
+
+
+@_jit
+def _scatter_plane(values, index, out):
+    """out = 0, then out[index[o]] += values[o] (indices checked by the caller)."""
+    for t in range(out.shape[0]):
+        out[t] = 0
+    for o in range(values.shape[0]):
+        out[index[o]] += values[o]
+
+
+@_pjit
+def scatter(values, index, out):
+    for p in prange(out.shape[0]):
+        _scatter_plane(values[p], index[p], out[p])
+
+
+@_jit
+def scatter_serial(values, index, out):
+    for p in range(out.shape[0]):
+        _scatter_plane(values[p], index[p], out[p])
