@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cnn_course.backend import to_numpy
@@ -243,6 +243,27 @@ def windows(draw, dilation=True, padding=True):
 DTYPES = st.sampled_from([np.float64, np.float32])
 
 
+def has_padding_only_window(shape, cfg) -> bool:
+    """Whether some max-pooling window of ``cfg`` on ``shape`` reads only padding (possible
+    with dilation and ceil mode). Written out here, independently of the library, because
+    PyTorch 2.13 CPU can corrupt its heap on such inputs, so the oracle test avoids them."""
+    stride = cfg["stride"] or cfg["kernel_size"]
+    dilation = cfg.get("dilation", (1, 1))
+    for size, k, s, p, d in zip(
+        shape[2:], cfg["kernel_size"], stride, cfg["padding"], dilation, strict=True
+    ):
+        span = d * (k - 1) + 1
+        rounding = math.ceil if cfg["ceil_mode"] else math.floor
+        out = rounding((size + 2 * p - span) / s) + 1
+        if cfg["ceil_mode"] and (out - 1) * s >= size + p:
+            out -= 1  # PyTorch's rule: the last window must start inside the input or left padding
+        for o in range(out):
+            taps = [o * s - p + d * j for j in range(k)]
+            if all(t < 0 or t >= size for t in taps):
+                return True
+    return False
+
+
 def tolerance(dtype):
     return {"rtol": 1e-12, "atol": 1e-12} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-5}
 
@@ -284,6 +305,7 @@ def torch_grad(torch, fn, x, grad_out):
 @given(case=windows(), layout=LAYOUTS, dtype=DTYPES, ties=st.booleans(), seed=st.integers(0, 1000))
 def test_max_pool2d_matches_torch(xp, torch, case, layout, dtype, ties, seed):
     shape, cfg = case
+    assume(not has_padding_only_window(shape, cfg))
     rng = np.random.default_rng(seed)
     x = sample(rng, shape, ties).astype(dtype)
     t_out, t_indices = torch.nn.functional.max_pool2d(torch.tensor(x), **cfg, return_indices=True)
