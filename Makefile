@@ -55,10 +55,10 @@ book: setup $(FSRS_JS)
 		zh _build/html/zh/cnn-course.pdf
 	@echo "The website is in _build/html/index.html (Chinese edition: _build/html/zh/index.html)"
 
-# The Chinese edition translates the text through gettext catalogues (TRANSLATE.md). A message
-# without a translation falls back to English; with I18N_STRICT=1, `make test` fails on any
-# untranslated, fuzzy or obsolete message (set it to 1 once the catalogues are complete).
-I18N_STRICT ?= 0
+# The Chinese edition translates the text through gettext catalogues (locales/TRANSLATE.md).
+# A message without a translation falls back to English in a build, but `make test` fails on
+# any untranslated, fuzzy or obsolete message or broken markup (I18N_STRICT=0 only reports).
+I18N_STRICT ?= 1
 zh-update: setup
 	$(SINGLE_THREAD) $(BIN)/python tools/i18n.py update
 

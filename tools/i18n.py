@@ -20,7 +20,7 @@ marked ``#, fuzzy`` (the source changed since it was translated), an entry whose
 longer in the source (obsolete), and a translation that changed the message's markup (roles
 and their targets, inline code, math, link targets, numbers) or whose bold or italic no longer
 renders. DOC may be a docname, a source path or a ``.po`` path, to check only those files.
-See TRANSLATE.md for the translators' workflow.
+See locales/TRANSLATE.md for the translators' workflow.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def check(names: list[str], report_only: bool) -> int:
             for msgid in getattr(r, kind):
                 print(f"{_shown(CATALOGUES)}/{r.name}.po: {kind}: {_short(msgid)}")
     if left:
-        print(f"i18n check: {left} problems (run `make zh-update`, then translate; TRANSLATE.md)")
+        print(f"i18n check: {left} problems (run `make zh-update`, then translate; locales/TRANSLATE.md)")
         return 1
     print("i18n check: every message is translated")
     return 0
