@@ -283,7 +283,10 @@ def check(names: list[str], report_only: bool) -> int:
             for msgid in getattr(r, kind):
                 print(f"{_shown(CATALOGUES)}/{r.name}.po: {kind}: {_short(msgid)}")
     if left:
-        print(f"i18n check: {left} problems (run `make zh-update`, then translate; locales/TRANSLATE.md)")
+        print(
+            f"i18n check: {left} problems "
+            "(run `make zh-update`, then translate; locales/TRANSLATE.md)"
+        )
         return 1
     print("i18n check: every message is translated")
     return 0
