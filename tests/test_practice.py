@@ -222,13 +222,14 @@ def test_added_questions_have_no_chinese_and_frequency_zero(toy_book):
 def test_a_translated_edition_translates_answers_keywords_and_follow_ups(toy_book):
     seen = []
 
-    def translate(docname: str, text: str) -> str:
+    def translate(docname: str, msgid: str) -> str:
         seen.append(docname)
         return {
-            "summary": "摘要",
-            "It summarises a window.": "它汇总一个窗口。",
-            "Is it differentiable?": "它可导吗？",
-        }.get(text, text)
+            "**Keywords:** summary": "**关键词：** 摘要",
+            "**Interview answer (the role of pooling, q001-pooling-role).** It summarises a "
+            "window.": "**面试回答（池化的作用，q001-pooling-role）。** 它汇总一个窗口。",
+            "Follow-up: Is it differentiable?": "追问：它可导吗？",
+        }.get(msgid, msgid)
 
     cards = toy_cards(toy_book, translate=translate)
     assert set(seen) == {"book/chapters/05_toy"}

@@ -20,10 +20,16 @@ site's copy (``_build/html/book/practice.json``) and the Anki deck (``practice.a
 ``tests/test_practice.py`` checks the data against the chapters. ``--strict`` fails on a
 labelled question without an answer or a keyword line, or an unresolved role.
 
-A translated edition passes ``translate(docname, markdown) -> markdown`` (e.g. a lookup in
-that document's gettext catalogue) to :func:`build_cards`: it is applied to each answer
-paragraph, keyword line and follow-up, and the edition writes its own ``practice.json`` next
-to its own page; ids, urls (relative, so the same in every edition) and fields stay the same.
+A translated edition passes ``translate(docname, msgid) -> msgstr`` to :func:`build_cards`
+(:func:`catalogue_translator`: a lookup in the document's gettext catalogue, as Sphinx does it;
+the msgid itself where there is no translation). Each message is the source block as Sphinx
+extracts it (the block's source, line breaks as spaces): the whole answer paragraph with its
+``**Interview answer.**`` label, the keyword line with its label, the section heading, the
+chapter title, the follow-up's admonition title (``Follow-up: ...``) and each paragraph of its
+body. The translated labels are dropped as the English ones are, and the edition writes its
+own ``practice.json`` next to its own page; ids, urls (relative, so the same in every edition),
+``question_zh`` (the seed's wording) and ``question_en`` stay the same; a follow-up's
+``question_zh`` is the translated follow-up question.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ Q_LABEL = re.compile(r"^\((q[0-9a-z][0-9a-z\-]*)\)=\s*$")
 ANY_LABEL = re.compile(r"^\(([A-Za-z0-9_][\w\-.:]*)\)=\s*$")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^(\s{0,3})(`{3,}|~{3,}|:{3,})(.*)$")
-FOLLOW_UP = re.compile(r"^\{admonition\}\s+Follow-up:\s*(.+?)\s*$")
+FOLLOW_UP = re.compile(r"^\{admonition\}\s+(Follow-up:\s*(.+?))\s*$")
 ANSWER = "**Interview answer.**"
 # "**Interview answer.**", "**Interview answer (what causes overfitting, q004-5).**" or
 # "**Interview answer: the "parameters" of a feature map.**"
@@ -61,6 +67,12 @@ QID = re.compile(r"\bq[0-9]{3}-[0-9a-z][0-9a-z.\-]*[0-9a-z]|\bq[0-9]{3}-[0-9a-z]
 CONCEPTS_START = re.compile(r"^#\s*Concepts\s*\((\d+)\b[^)]*\)\s*->\s*covering ids:\s*$")
 CONCEPT_LINE = re.compile(r"^#\s+([a-z0-9][a-z0-9\-]*):\s*(q[^\s,]+(?:\s*,\s*q[^\s,]+)*)\s*$")
 ROLE = re.compile(r"\{([a-z][\w:\-]*)\}`([^`]*)`")
+# A translated block's leading bold label ("**面试回答（...）。** ", "**关键词：** ") and the label
+# of a translated admonition title ("追问：..."): what the English "**Interview answer.**",
+# "**Keywords:**" and "Follow-up:" become.
+LEAD_LABEL = re.compile(r"^\*\*(?P<label>[^*]+?)\*\*[:：]?\s*")
+TITLE_LABEL = re.compile(r"^[^:：]*[:：]\s*")
+QUALIFIER = re.compile(r"[(（](?P<paren>.+)[)）][。.]?$|[:：]\s*(?P<colon>.+?)[。.]?$")
 
 
 class PracticeError(ValueError):
@@ -139,6 +151,7 @@ def frequencies(questions: dict[str, dict], concepts: dict[str, list[str]]) -> d
 class FollowUp:
     question: str
     body: str
+    title: str = ""  # the admonition's title as written ("Follow-up: <question>")
 
 
 @dataclass
@@ -147,6 +160,9 @@ class Answer:
     text: str
     line: int
     keywords: str | None = None
+    # the paragraphs as Sphinx's messages (source lines joined by spaces), labels included
+    msgid: str = ""
+    keywords_msgid: str = ""
 
     @property
     def names(self) -> list[str]:
@@ -227,6 +243,21 @@ def _paragraph(lines: list[str], i: int) -> str:
     return "\n".join(out)
 
 
+def _msgid(lines: list[str], i: int) -> str:
+    """The message Sphinx extracts for the paragraph that starts at line ``i``: its source
+    lines as written (MyST's ``rawsource``), line breaks replaced by spaces, stripped."""
+    out = []
+    while i < len(lines) and lines[i].strip():
+        out.append(lines[i])
+        i += 1
+    return message("\n".join(out))
+
+
+def message(source: str) -> str:
+    """A block's source as Sphinx's message (``sphinx.util.nodes.extract_messages``)."""
+    return source.replace("\n", " ").strip()
+
+
 def parse_chapter(path: Path) -> Chapter:
     lines = path.read_text(encoding="utf-8").splitlines()
     title, sections = path.stem, []
@@ -239,7 +270,7 @@ def parse_chapter(path: Path) -> Chapter:
                 body = list(fence)
                 while body and re.match(r"^:[\w-]+:", body[0]):
                     body.pop(0)
-                current.followups.append(FollowUp(m.group(1), "\n".join(body).strip()))
+                current.followups.append(FollowUp(m.group(2), "\n".join(body).strip(), m.group(1)))
             continue
         if m := Q_LABEL.match(line):
             pending.append(m.group(1))
@@ -260,11 +291,13 @@ def parse_chapter(path: Path) -> Chapter:
             continue
         if m := ANSWER_LINE.match(line):
             text = _paragraph(lines, i)[m.end() :].strip()
-            current.answers.append(Answer(m.group(1) or m.group(2) or "", text, i + 1))
+            qualifier = m.group(1) or m.group(2) or ""
+            current.answers.append(Answer(qualifier, text, i + 1, msgid=_msgid(lines, i)))
         elif line.startswith(KEYWORDS):
             if current.answers and current.answers[-1].keywords is None:
                 keywords = _paragraph(lines, i)[len(KEYWORDS) :]
                 current.answers[-1].keywords = " ".join(keywords.split())
+                current.answers[-1].keywords_msgid = _msgid(lines, i)
             else:
                 current.stray_keywords += 1
     if pending:
@@ -273,22 +306,23 @@ def parse_chapter(path: Path) -> Chapter:
 
 
 def split_keywords(text: str) -> list[str]:
-    """Split a keyword line on commas outside ``$...$`` and brackets."""
+    """Split a keyword line on commas (and full-width ones, in a translation) outside
+    ``$...$`` and brackets."""
     parts, depth, in_math, cur = [], 0, False, []
     for ch in text:
         if ch == "$":
             in_math = not in_math
-        elif not in_math and ch in "([{":
+        elif not in_math and ch in "([{（":
             depth += 1
-        elif not in_math and ch in ")]}":
+        elif not in_math and ch in ")]}）":
             depth = max(depth - 1, 0)
-        if ch == "," and depth == 0 and not in_math:
+        if ch in ",，" and depth == 0 and not in_math:
             parts.append("".join(cur).strip())
             cur = []
         else:
             cur.append(ch)
     parts.append("".join(cur).strip())
-    return [p.rstrip(".") for p in parts if p]
+    return [p.rstrip(".。") for p in parts if p]
 
 
 def all_labels() -> dict[str, tuple[str, str]]:
@@ -355,11 +389,14 @@ def markdown():
 class Renderer:
     """Renders a chapter's Markdown (with MyST roles) to HTML for a card.
 
-    Links are relative to the site root (the page prefixes its own path to the root).
+    Links are relative to the site root (the page prefixes its own path to the root). With
+    ``translate`` (a translated edition), a reference without a title of its own shows the
+    translated heading or page title, as Sphinx's translated pages do.
     """
 
-    def __init__(self, glue_dir: Path | None):
+    def __init__(self, glue_dir: Path | None, translate: Callable[[str, str], str] | None = None):
         self.md = markdown()
+        self.translate = translate
         self.labels = all_labels()
         self.titles = page_titles()
         self.glue_dir = glue_dir
@@ -391,11 +428,11 @@ class Renderer:
             )
             key = key.removesuffix(".md")
             if key in self.titles:
-                return self._link(text or self.titles[key], key + ".html")
+                return self._link(text or self._tr(key, self.titles[key]), key + ".html")
         elif name == "ref":
             if target in self.labels:
                 page, heading = self.labels[target]
-                return self._link(text or heading, f"{page}.html#{anchor(target)}")
+                return self._link(text or self._tr(page, heading), f"{page}.html#{anchor(target)}")
         elif name in ("glue:text", "glue"):
             key, _, fmt = target.rpartition(":") if ":" in target else (target, "", "")
             data = self.glue(chapter, key)
@@ -411,6 +448,9 @@ class Renderer:
             return text or target
         self.problems.append(f"{where}: cannot render the role {{{name}}}`{content}`")
         return f"`{text or target}`"
+
+    def _tr(self, docname: str, text: str) -> str:
+        return self.translate(docname, text) if self.translate else text
 
     def roles(self, chapter: str, text: str, where: str) -> str:
         return ROLE.sub(lambda m: self._role(chapter, m.group(1), m.group(2), where), text)
@@ -439,19 +479,73 @@ def question_en(q: dict, heading: str) -> str:
     return en
 
 
+def translated_answer(
+    a: Answer, tr: Callable[[str], str], problems: list[str], where: str
+) -> tuple[str, str, str]:
+    """An answer in a translated edition: its text, its qualifier (ids dropped) and the
+    punctuation that ends its label, from the translated paragraph; and its keyword line."""
+    text, title, end, keywords = a.text, a.title, ".", a.keywords or ""
+    translated = tr(a.msgid)
+    if translated != a.msgid and (m := LEAD_LABEL.match(translated)):
+        text = translated[m.end() :].strip()
+        label = m.group("label").strip()
+        end = label[-1] if not label[-1].isalnum() else ""
+        q = QUALIFIER.search(label)
+        qualifier = (q.group("paren") or q.group("colon") or "") if q else ""
+        title = re.sub(r"\s*[,，、]\s*([,，、)）]|$)", r"\1", QID.sub("", qualifier)).strip(
+            " ,，、"
+        )
+        title = title or a.title
+    else:
+        problems.append(f"{where}: no translation of the answer paragraph")
+    if a.keywords_msgid:
+        line = tr(a.keywords_msgid)
+        if line != a.keywords_msgid and (m := LEAD_LABEL.match(line)):
+            keywords = " ".join(line[m.end() :].split())
+        else:
+            problems.append(f"{where}: no translation of the keyword line")
+    return text, f"{title}{end}" if title else "", keywords
+
+
+def translated_title(fu: FollowUp, tr: Callable[[str], str]) -> str:
+    """A follow-up's translated question: its admonition title without the translated
+    "Follow-up:" label (the English question where there is no translation)."""
+    translated = tr(message(fu.title))
+    if translated == message(fu.title):
+        return fu.question
+    return TITLE_LABEL.sub("", translated, count=1).strip() or fu.question
+
+
+def translate_blocks(body: str, tr: Callable[[str], str]) -> str:
+    """A follow-up's body, paragraph by paragraph (display math is not a message)."""
+    blocks = re.split(r"\n[ \t]*\n", body)
+    return "\n\n".join(b if b.lstrip().startswith("$$") else tr(message(b)) for b in blocks)
+
+
 def render_answers(
-    render: Renderer, chapter: str, answers: list[Answer], tr: Callable[[str], str], where: str
+    render: Renderer,
+    chapter: str,
+    answers: list[Answer],
+    tr: Callable[[str], str] | None,
+    where: str,
+    problems: list[str] | None = None,
 ) -> tuple[str, list[str], list[str]]:
     """One label's answer paragraphs as HTML (each led by its qualifier when there are several)
-    and the keywords written under them, as written (Markdown) and as HTML."""
+    and the keywords written under them, as written (Markdown) and as HTML. With ``tr``, the
+    translated paragraphs and keyword lines."""
     parts, keywords, sources = [], [], []
     for a in answers:
-        text = tr(a.text)
-        if len(answers) > 1 and a.title:
-            title = tr(a.title)
-            text = f"**{title[:1].upper()}{title[1:]}.** {text}"
+        if tr is None:
+            text, line = a.text, a.keywords or ""
+            title = f"{a.title[:1].upper()}{a.title[1:]}." if a.title else ""
+        else:
+            text, title, line = translated_answer(
+                a, tr, problems if problems is not None else [], where
+            )
+        if len(answers) > 1 and title:
+            text = f"**{title}** {text}"
         parts.append(render.block(chapter, text, where))
-        for k in split_keywords(tr(a.keywords or "")):
+        for k in split_keywords(line):
             k_html = render.inline(chapter, k, where)
             if k_html not in keywords:
                 keywords.append(k_html)
@@ -470,7 +564,7 @@ def build_cards(
     freq = frequencies(
         questions, parse_concepts(catalogue_text, {q["id"] for q in questions.values()})
     )
-    render = Renderer(glue_dir)
+    render = Renderer(glue_dir, translate)
     problems: list[str] = []
     cards: list[dict] = []
     seen: dict[str, str] = {}
@@ -478,7 +572,7 @@ def build_cards(
         chapter = parse_chapter(path)
         number = int(m.group(1)) if (m := re.match(r"^(\d+)", path.stem)) else None
         docname = f"book/chapters/{path.stem}"
-        tr = functools.partial(translate, docname) if translate else (lambda text: text)
+        tr = functools.partial(translate, docname) if translate else None
         for section in chapter.sections:
             where = f"{path.name}:{section.line} ({section.labels[0]})"
             if not section.answers:
@@ -495,8 +589,8 @@ def build_cards(
             common = {
                 "chapter": path.stem,
                 "chapter_number": number,
-                "chapter_title": chapter.title,
-                "heading": section.heading,
+                "chapter_title": tr(chapter.title) if tr else chapter.title,
+                "heading": tr(section.heading) if tr else section.heading,
             }
             for label in section.labels:
                 if label in seen:
@@ -508,7 +602,7 @@ def build_cards(
                     q = {"id": label, "seed": "added", "en": section.heading, "topic": ""}
                 added = q["seed"] == "added"
                 answer_html, keywords, keywords_html = render_answers(
-                    render, path.stem, section.answers_for(label), tr, where
+                    render, path.stem, section.answers_for(label), tr, where, problems
                 )
                 if section.answers and not answer_html:
                     problems.append(f"{where}: the answer of {label} is empty")
@@ -519,6 +613,7 @@ def build_cards(
                         **common,
                         "topic": q.get("topic", ""),
                         "question_zh": "" if added else q.get("heading", ""),
+                        # the English heading: the catalogue's wording may stand in for one
                         "question_en": question_en(q, section.heading),
                         "answer_html": answer_html,
                         "keywords": keywords,
@@ -544,12 +639,14 @@ def build_cards(
                         "topic": first["topic"],
                         # a translated edition shows the translated follow-up beside the English
                         "question_zh": (
-                            _plain(render.inline(path.stem, tr(fu.question), fwhere))
-                            if translate
+                            _plain(render.inline(path.stem, translated_title(fu, tr), fwhere))
+                            if tr
                             else ""
                         ),
                         "question_en": _plain(render.inline(path.stem, fu.question, fwhere)),
-                        "answer_html": render.block(path.stem, tr(fu.body), fwhere),
+                        "answer_html": render.block(
+                            path.stem, translate_blocks(fu.body, tr) if tr else fu.body, fwhere
+                        ),
                         "keywords": [],
                         "keywords_html": [],
                         "url": url,
@@ -566,6 +663,30 @@ def build_cards(
         if problems:
             raise PracticeError("\n".join(problems))
     return cards, problems
+
+
+def catalogue_translator(folder: Path) -> Callable[[str, str], str]:
+    """``translate(docname, msgid)`` for :func:`build_cards`: the translation of a message in
+    ``<folder>/<docname>.po`` as Sphinx applies it (a message with no translation, or only a
+    fuzzy one, which Sphinx does not compile, stays the msgid: the English)."""
+    from babel.messages.pofile import read_po
+
+    catalogues: dict[str, dict[str, str]] = {}
+
+    def translate(docname: str, msgid: str) -> str:
+        if docname not in catalogues:
+            found: dict[str, str] = {}
+            path = folder / f"{docname}.po"
+            if path.exists():
+                with path.open("rb") as f:
+                    for m in read_po(f):
+                        if isinstance(m.id, str) and m.id and not m.fuzzy:
+                            if isinstance(m.string, str) and m.string.strip():
+                                found[m.id] = m.string
+            catalogues[docname] = found
+        return catalogues[docname].get(msgid, msgid)
+
+    return translate
 
 
 def dumps(cards: list[dict]) -> str:

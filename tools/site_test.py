@@ -17,6 +17,9 @@ The Practice page is driven as a reader would, at phone width (375 px): its card
 of ``book/practice.json``; space reveals a card's answer (math typeset), 3 rates it, and the
 progress survives a reload; damaged saved progress is reset with a visible message; its link
 to the section resolves. Neither it nor the question index may scroll sideways at that width.
+The Chinese edition's Practice page has the same cards (ids) as the English one; its buttons,
+filters and stats are in Chinese, a revealed answer and its keywords are Chinese text, and the
+card's link leads to the section in the Chinese edition.
 ``--screenshots DIR`` saves the Practice page at phone width there.
 
 Reader formats: every animation on a chapter page plays (pressing Play changes its frame),
@@ -334,6 +337,55 @@ def check_practice(browser, root: Path, base: str, screenshots: Path | None) -> 
     return problems
 
 
+def check_practice_zh(browser, root: Path, base: str) -> list[str]:
+    """The Chinese edition's Practice page: Chinese UI, Chinese answers, links into zh/."""
+    problems: list[str] = []
+    english = json.loads((root / "book" / "practice.json").read_text(encoding="utf-8"))
+    cards = json.loads((root / ZH / "book" / "practice.json").read_text(encoding="utf-8"))
+    if [c["id"] for c in cards] != [c["id"] for c in english]:
+        problems.append("zh practice.json does not have the English edition's cards (ids)")
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
+    url = urljoin(base, ZH + PRACTICE)
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    try:
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#practice-app[data-ready=true]", timeout=20000)
+        total = int(page.text_content("#practice-total") or -1)
+        if total != len(cards):
+            problems.append(f"the zh page counts {total} cards, its practice.json {len(cards)}")
+        for selector in (".practice-filters summary", "#practice-reveal", "#practice-stats"):
+            text = page.text_content(selector) or ""
+            if not cjk.search(text):
+                problems.append(f"the zh page's {selector} is not in Chinese: {text!r}")
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("Space")
+        page.wait_for_selector("#practice-answer", timeout=5000)
+        answer = page.text_content("#practice-answer") or ""
+        if not cjk.search(answer):
+            problems.append(f"a revealed answer on the zh page is not Chinese: {answer[:80]!r}")
+        for selector in (".practice-ratings", ".practice-link"):
+            if not cjk.search(page.text_content(selector) or ""):
+                problems.append(f"the zh page's {selector} is not in Chinese")
+        link = page.get_attribute(".practice-link a", "href") or ""
+        target, anchor = urldefrag(urljoin(url, link))
+        path = unquote(urlparse(target).path.lstrip("/"))
+        target_file = root / path
+        if not path.startswith(ZH) or not target_file.exists():
+            problems.append(f"the zh card's link does not lead into the zh edition: {link}")
+        elif f'id="{anchor}"' not in target_file.read_text(encoding="utf-8"):
+            problems.append(f"the zh card's link to its section does not resolve: {link}")
+    except Exception as exc:  # a timeout names the step that failed
+        problems.append(f"zh practice drill failed: {exc}")
+    problems += [f"console error: {e}" for e in errors]
+    context.close()
+    return problems
+
+
 def check_animations(browser, root: Path, base: str) -> tuple[dict[str, list[str]], int]:
     """Every animation on the English chapter pages plays: pressing its Play button changes
     the frame (the src of its image) within a few seconds. Returns problems and the count."""
@@ -506,6 +558,10 @@ def run(root: Path, chromium: str, screenshots: Path | None = None) -> int:
                     failures[PRACTICE + " (drill at phone width)"] = found
             else:
                 failures[PRACTICE] = ["the Practice page was not built"]
+            if (root / ZH / PRACTICE).exists():
+                found = check_practice_zh(browser, root, base)
+                if found:
+                    failures[ZH + PRACTICE + " (Chinese drill)"] = found
             browser.close()
     finally:
         server.shutdown()

@@ -80,14 +80,23 @@ def _practice_assets(app, pagename, templatename, context, doctree) -> None:
 def _write_practice(app, out: Path) -> None:
     """The Practice page's cards and the Anki deck, from the chapters and this build's glue.
 
-    A translated edition writes its own copy under its folder; to show translated answers it
-    passes ``translate`` (see ``tools/build_practice.py``) here."""
+    A translated edition writes its own copy under its folder, with the answers, keywords,
+    headings and follow-ups of its gettext catalogues (the messages its pages show)."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import build_practice
     finally:
         sys.path.pop(0)
-    cards, problems = build_practice.build_cards(Path(app.env.mystnb_config.output_folder))
+    translate = None
+    if edition(app) != ENGLISH:
+        folders = [
+            Path(app.srcdir) / d / app.config.language / "LC_MESSAGES"
+            for d in app.config.locale_dirs
+        ]
+        translate = build_practice.catalogue_translator(next(f for f in folders if f.is_dir()))
+    cards, problems = build_practice.build_cards(
+        Path(app.env.mystnb_config.output_folder), translate=translate
+    )
     for problem in problems:
         logger.info(f"practice: {problem}")
     text = build_practice.dumps(cards)

@@ -4,6 +4,9 @@
  * tools/build_practice.py). The schedule is FSRS, from the vendored ts-fsrs UMD build
  * (window.FSRS). Progress is kept in localStorage under a versioned key; data that cannot be
  * read (damaged, or written by another version) is reset with a visible message.
+ * Both editions (English, and Chinese under zh/, same site) share that progress: a card has the
+ * same id in both, and what a reader remembers does not depend on the language they drill in,
+ * so switching editions keeps the schedule instead of starting over.
  * Keyboard: space reveals the answer, 1-4 rate it (again, hard, good, easy).
  */
 (function () {
@@ -13,14 +16,44 @@
   var OLD_KEYS = ["cnn-course.practice", "cnn-course.practice.v0"];
   var TIMER_SECONDS = 45;
   var RATINGS = [
-    { key: "1", name: "again", label: "Again" },
-    { key: "2", name: "hard", label: "Hard" },
-    { key: "3", name: "good", label: "Good" },
-    { key: "4", name: "easy", label: "Easy" },
+    { key: "1", name: "again" },
+    { key: "2", name: "hard" },
+    { key: "3", name: "good" },
+    { key: "4", name: "easy" },
   ];
-  // UI text by edition (<html lang>); a translated edition adds its own table.
+  // UI text by edition (<html lang>: "en", "zh-CN"); a string an edition's table lacks shows
+  // in English. tests/test_practice_zh.py checks that every table has every English key.
   var STRINGS = {
     en: {
+      filters: "Filters and settings",
+      chapter: "Chapter",
+      allChapters: "All chapters",
+      topic: "Topic",
+      allTopics: "All topics",
+      askedIn: "Asked in",
+      anyCollections: "any number of collections",
+      orMore: function (n) {
+        return n + " or more of 5";
+      },
+      allFive: "all 5",
+      errataOnly: " Only questions whose common answer is wrong (errata)",
+      followups: " Include follow-up questions",
+      timer: function (s) {
+        return " " + s + "-second timer: answer aloud before revealing";
+      },
+      cards: "cards",
+      rate: "Rate",
+      again: "Again",
+      hard: "Hard",
+      good: "Good",
+      easy: "Easy",
+      spaceKey: "space",
+      minutes: "min",
+      hours: "h",
+      days: "d",
+      months: "mo",
+      years: "y",
+      seconds: "s",
       loading: "Loading the questions\u2026",
       loadFailed:
         "The questions could not be loaded (practice.json). Open this page from the website " +
@@ -47,9 +80,64 @@
       ahead: "Review ahead",
       timeUp: "Time is up: reveal the answer and rate yourself.",
     },
+    zh: {
+      filters: "筛选与设置",
+      chapter: "章节",
+      allChapters: "全部章节",
+      topic: "主题",
+      allTopics: "全部主题",
+      askedIn: "出现于",
+      anyCollections: "任意数量的题库",
+      orMore: function (n) {
+        return "5 个题库中至少 " + n + " 个";
+      },
+      allFive: "全部 5 个题库",
+      errataOnly: " 只看常见答案有误的问题（勘误）",
+      followups: " 包括追问",
+      timer: function (s) {
+        return " " + s + " 秒计时器：先大声作答，再揭开答案";
+      },
+      cards: "张卡片",
+      rate: "评分",
+      again: "重来",
+      hard: "困难",
+      good: "良好",
+      easy: "容易",
+      spaceKey: "空格",
+      minutes: "分钟",
+      hours: "小时",
+      days: "天",
+      months: "个月",
+      years: "年",
+      seconds: "秒",
+      loading: "正在加载题目\u2026",
+      loadFailed:
+        "无法加载题目（practice.json）。请通过网站打开本页（或在构建好的网站目录中运行本地 Web " +
+        "服务器：python -m http.server），而不是直接打开文件。",
+      noScheduler: "调度器（ts-fsrs）未能加载；请重新加载本页。",
+      reset: "无法读取已保存的练习进度（数据已损坏，或由本页的旧版本写入），进度已重置。",
+      noStorage: "此浏览器不允许本页保存数据：练习进度将不会保留。",
+      show: "显示答案",
+      keywords: "关键词",
+      readSection: "阅读完整章节",
+      followupOf: "追问自",
+      errata: "这个问题的常见答案是错误的",
+      asked: function (n) {
+        return n === 0 ? "本课程补充的问题" : "5 个题库中有 " + n + " 个问到";
+      },
+      due: "到期",
+      fresh: "新卡片",
+      inFilter: "在当前筛选中",
+      reviewed: "已复习",
+      done: "当前筛选中没有到期的卡片。",
+      nextDue: "下次复习",
+      ahead: "提前复习",
+      timeUp: "时间到：揭开答案，给自己打分。",
+    },
   };
-  var lang = (document.documentElement.lang || "en").slice(0, 2);
-  var T = STRINGS[lang] || STRINGS.en;
+  var lang = (document.documentElement.lang || "en").slice(0, 2).toLowerCase();
+  // the edition's strings, English where one is missing
+  var T = Object.assign({}, STRINGS.en, STRINGS[lang] || {});
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -153,13 +241,15 @@
   // ---- the app ---------------------------------------------------------------------------
   function interval(from, to) {
     var minutes = Math.max(1, Math.round((to - from) / 60000));
-    if (minutes < 60) return minutes + " min";
+    if (minutes < 60) return minutes + " " + T.minutes;
     var hours = Math.round(minutes / 60);
-    if (hours < 24) return hours + " h";
+    if (hours < 24) return hours + " " + T.hours;
     var days = Math.round(hours / 24);
-    if (days < 31) return days + " d";
+    if (days < 31) return days + " " + T.days;
     var months = days / 30.4;
-    return months < 12 ? months.toFixed(1) + " mo" : (days / 365).toFixed(1) + " y";
+    return months < 12
+      ? months.toFixed(1) + " " + T.months
+      : (days / 365).toFixed(1) + " " + T.years;
   }
 
   function App(root, cards, store) {
@@ -221,11 +311,11 @@
       self.next();
     };
     var filters = el("details", { class: "practice-filters" }, [
-      el("summary", { text: "Filters and settings" }),
+      el("summary", { text: T.filters }),
       select(
         "practice-chapter",
-        "Chapter",
-        [["", "All chapters"]].concat(
+        T.chapter,
+        [["", T.allChapters]].concat(
           Object.keys(chapters)
             .sort()
             .map(function (k) {
@@ -240,8 +330,8 @@
       ),
       select(
         "practice-topic",
-        "Topic",
-        [["", "All topics"]].concat(
+        T.topic,
+        [["", T.allTopics]].concat(
           Object.keys(topics)
             .sort()
             .map(function (k) {
@@ -256,13 +346,13 @@
       ),
       select(
         "practice-frequency",
-        "Asked in",
+        T.askedIn,
         [
-          ["0", "any number of collections"],
-          ["2", "2 or more of 5"],
-          ["3", "3 or more of 5"],
-          ["4", "4 or more of 5"],
-          ["5", "all 5"],
+          ["0", T.anyCollections],
+          ["2", T.orMore(2)],
+          ["3", T.orMore(3)],
+          ["4", T.orMore(4)],
+          ["5", T.allFive],
         ],
         "0",
         function (e) {
@@ -279,7 +369,7 @@
             refresh();
           },
         }),
-        el("span", { text: " Only questions whose common answer is wrong (errata)" }),
+        el("span", { text: T.errataOnly }),
       ]),
       el("label", { class: "practice-check" }, [
         el("input", {
@@ -291,7 +381,7 @@
             refresh();
           },
         }),
-        el("span", { text: " Include follow-up questions" }),
+        el("span", { text: T.followups }),
       ]),
       el("label", { class: "practice-check" }, [
         (function () {
@@ -307,7 +397,7 @@
           box.checked = self.store.state.settings.timer;
           return box;
         })(),
-        el("span", { text: " " + TIMER_SECONDS + "-second timer: answer aloud before revealing" }),
+        el("span", { text: T.timer(TIMER_SECONDS) }),
       ]),
     ]);
     this.stats = el("p", { id: "practice-stats", class: "practice-stats" });
@@ -393,7 +483,7 @@
       )
     );
     this.stats.appendChild(total);
-    this.stats.appendChild(document.createTextNode(" cards \u00b7 "));
+    this.stats.appendChild(document.createTextNode(" " + T.cards + " \u00b7 "));
     this.stats.appendChild(
       el("span", { id: "practice-reviewed", text: String(this.store.state.reviews) })
     );
@@ -413,7 +503,7 @@
     var end = Date.now() + TIMER_SECONDS * 1000;
     var tick = function () {
       var left = Math.max(0, Math.ceil((end - Date.now()) / 1000));
-      self.timerBox.textContent = left > 0 ? left + " s" : T.timeUp;
+      self.timerBox.textContent = left > 0 ? left + " " + T.seconds : T.timeUp;
       self.timerBox.classList.toggle("expired", left === 0);
       if (left === 0) {
         window.clearInterval(self.timer);
@@ -462,7 +552,12 @@
     var question = el("div", { class: "practice-question" });
     if (c.kind === "followup" && this.byId[c.parent]) {
       question.appendChild(
-        el("p", { class: "practice-parent", text: T.followupOf + ": " + this.byId[c.parent].question_en })
+        el("p", {
+          class: "practice-parent",
+          text: T.followupOf + ": " + (lang === "zh" && this.byId[c.parent].question_zh
+            ? this.byId[c.parent].question_zh
+            : this.byId[c.parent].question_en),
+        })
       );
     }
     if (c.question_zh) {
@@ -482,7 +577,7 @@
       onclick: function () {
         self.reveal();
       },
-    }, [el("span", { text: T.show + " " }), el("kbd", { text: "space" })]);
+    }, [el("span", { text: T.show + " " }), el("kbd", { text: T.spaceKey })]);
     this.card.appendChild(this.revealButton);
     this.typeset(question);
     this.startTimer();
@@ -520,7 +615,7 @@
     var now = new Date();
     var stored = this.store.card(c.id) || window.FSRS.createEmptyCard(now);
     var preview = this.scheduler.repeat(stored, now);
-    var buttons = el("div", { class: "practice-ratings", role: "group", "aria-label": "Rate" });
+    var buttons = el("div", { class: "practice-ratings", role: "group", "aria-label": T.rate });
     RATINGS.forEach(function (r, i) {
       var due = preview[i + 1].card.due;
       buttons.appendChild(
@@ -533,7 +628,7 @@
           },
         }, [
           el("kbd", { text: r.key }),
-          el("span", { text: " " + r.label + " " }),
+          el("span", { text: " " + T[r.name] + " " }),
           el("small", { text: interval(now, due) }),
         ])
       );
