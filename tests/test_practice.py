@@ -375,3 +375,31 @@ def test_vendored_scheduler_is_the_pinned_release():
     assert hashlib.sha256(umd).hexdigest() == vendor_fsrs.UMD_SHA256
     assert b"factory(global.FSRS = {})" in umd
     assert "MIT License" in vendor_fsrs.LICENSE.read_text(encoding="utf-8")
+
+
+def _deck_ids(path: Path, tmp: Path) -> tuple[set, set, set]:
+    with zipfile.ZipFile(path) as z:
+        z.extract("collection.anki2", tmp)
+    db = sqlite3.connect(tmp / "collection.anki2")
+    try:
+        guids = {g for (g,) in db.execute("select guid from notes")}
+        decks = set(json.loads(db.execute("select decks from col").fetchone()[0]))
+        models = set(json.loads(db.execute("select models from col").fetchone()[0]))
+    finally:
+        db.close()
+    return guids, decks, models
+
+
+def test_each_edition_has_a_deck_of_its_own(book_cards, tmp_path):
+    """Importing the English and the Chinese deck into one Anki collection must give two
+    decks: no shared deck, note type or note id, or the second import overwrites the first."""
+    cards, _ = book_cards
+    ids = {}
+    for language in ("en", "zh"):
+        (tmp_path / language).mkdir()
+        path = tmp_path / language / "practice.apkg"
+        bp.write_apkg(cards, path, language=language)
+        ids[language] = _deck_ids(path, tmp_path / language)
+    for mine, theirs in zip(ids["en"], ids["zh"], strict=True):
+        shared = mine & theirs - {"1"}  # Anki's built-in "Default" deck is in every collection
+        assert not shared

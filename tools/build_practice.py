@@ -699,6 +699,26 @@ def dumps(cards: list[dict]) -> str:
 
 ANKI_MODEL_ID = 1_742_209_023  # fixed, so that re-imported decks update their cards
 ANKI_DECK_ID = 2_031_648_517
+# Each edition is a deck of its own (its own ids, name and labels), so that importing both
+# into one collection keeps two decks instead of the second overwriting the first's notes.
+ANKI_EDITIONS = {
+    "en": {
+        "model_id": ANKI_MODEL_ID,
+        "deck_id": ANKI_DECK_ID,
+        "deck": "CNN interview questions (cnn-course)",
+        "guid_prefix": "",
+        "keywords": "Keywords:",
+        "erratum": "The common answer to this question is wrong ({kind}); see the errata.",
+    },
+    "zh": {
+        "model_id": 1_742_209_024,
+        "deck_id": 2_031_648_518,
+        "deck": "CNN 面试题（cnn-course 中文版）",
+        "guid_prefix": "zh:",
+        "keywords": "关键词：",
+        "erratum": "这道题的常见答案有误（{kind}），见勘误表。",
+    },
+}
 ANKI_FIELDS = ["Id", "Chapter", "Topic", "QuestionZh", "QuestionEn", "Answer", "Keywords"]
 ANKI_FIELDS += ["Section", "Frequency", "Erratum"]
 ANKI_CSS = """.card { font-family: sans-serif; font-size: 18px; text-align: left; }
@@ -708,7 +728,7 @@ ANKI_FRONT = """<div class="meta">{{Chapter}} &middot; {{Topic}}</div>
 {{#QuestionZh}}<div class="zh">{{QuestionZh}}</div>{{/QuestionZh}}
 <div class="en">{{QuestionEn}}</div>"""
 ANKI_BACK = """{{FrontSide}}<hr id="answer">{{Answer}}
-{{#Keywords}}<p class="kw"><b>Keywords:</b> {{Keywords}}</p>{{/Keywords}}
+{{#Keywords}}<p class="kw"><b>KEYWORDS_LABEL</b> {{Keywords}}</p>{{/Keywords}}
 {{#Erratum}}<p class="erratum">{{Erratum}}</p>{{/Erratum}}
 <p class="meta">{{Section}}</p>"""
 
@@ -718,26 +738,29 @@ def _anki_text(answer_html: str) -> str:
     return re.sub(r"<a\b[^>]*>(.*?)</a>", r"\1", answer_html, flags=re.S)
 
 
-def write_apkg(cards: list[dict], path: Path) -> None:
+def write_apkg(cards: list[dict], path: Path, language: str = "en") -> None:
     """Write the cards as an Anki deck (genanki); math stays ``\\(...\\)``, which Anki
-    typesets with its own MathJax."""
+    typesets with its own MathJax. ``language`` ("en" or "zh") picks the edition's deck."""
     import genanki
 
+    edition = ANKI_EDITIONS[language]
     model = genanki.Model(
-        ANKI_MODEL_ID,
-        "cnn-course interview card",
+        edition["model_id"],
+        "cnn-course interview card" + ("" if language == "en" else f" ({language})"),
         fields=[{"name": n} for n in ANKI_FIELDS],
-        templates=[{"name": "Recall", "qfmt": ANKI_FRONT, "afmt": ANKI_BACK}],
+        templates=[
+            {
+                "name": "Recall",
+                "qfmt": ANKI_FRONT,
+                "afmt": ANKI_BACK.replace("KEYWORDS_LABEL", edition["keywords"]),
+            }
+        ],
         css=ANKI_CSS,
     )
-    deck = genanki.Deck(ANKI_DECK_ID, "CNN interview questions (cnn-course)")
+    deck = genanki.Deck(edition["deck_id"], edition["deck"])
     for card in cards:
         chapter = f"{card['chapter_number']}. {card['chapter_title']}"
-        erratum = (
-            f"The common answer to this question is wrong ({card['erratum_kind']}); see the errata."
-            if card["erratum"]
-            else ""
-        )
+        erratum = edition["erratum"].format(kind=card["erratum_kind"]) if card["erratum"] else ""
         fields = [
             card["id"],
             html.escape(chapter),
@@ -753,7 +776,12 @@ def write_apkg(cards: list[dict], path: Path) -> None:
         tags = [card["topic"] or "untagged", card["chapter"], card["kind"]]
         tags += ["errata"] if card["erratum"] else []
         deck.add_note(
-            genanki.Note(model=model, fields=fields, guid=genanki.guid_for(card["id"]), tags=tags)
+            genanki.Note(
+                model=model,
+                fields=fields,
+                guid=genanki.guid_for(edition["guid_prefix"] + card["id"]),
+                tags=tags,
+            )
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     genanki.Package(deck).write_to_file(str(path))

@@ -106,7 +106,8 @@ def _write_practice(app, out: Path) -> None:
     if (app.config.language or "en") == "en":
         # the source copy too, so that it matches what the site serves (tests/test_practice.py)
         build_practice.OUT.write_text(text, encoding="utf-8")
-    build_practice.write_apkg(cards, target / "practice.apkg")
+    language = "en" if edition(app) == ENGLISH else "zh"
+    build_practice.write_apkg(cards, target / "practice.apkg", language=language)
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
