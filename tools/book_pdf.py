@@ -16,20 +16,23 @@ when ``CI`` is set: there the PDF must be built.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# One copy of each piece: Sphinx as the website builds it and the Chinese settings (i18n.py),
+# finding Chromium and serving a folder on 127.0.0.1 (site_test.py).
+sys.path.insert(0, str(ROOT / "tools"))
+from i18n import OVERRIDES, sphinx  # noqa: E402
+from site_test import find_chromium, serve  # noqa: E402
+
+sys.path.pop(0)
 # Shown in the PDF instead of the player's buttons; the animations stop on their last frame.
 PRINT_CSS = """
 .anim-controls, .anim-state, .anim-slider, .anim-buttons { display: none !important; }
@@ -46,57 +49,14 @@ FOOTER = (
 )
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-def find_chromium() -> str | None:
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def build_single_page(edition: str) -> Path:
     """Build ``edition`` with Sphinx's ``singlehtml`` builder, as ``jupyter-book build . -W -n
     --keep-going`` builds the website (same settings, so the parsed pages of the website's build
     are reused); return the folder holding the page."""
-    from jupyter_book.sphinx import build_sphinx
-
     spec = EDITIONS[edition]
-    overrides = spec["overrides"]() if callable(spec["overrides"]) else spec["overrides"]
-    os.chdir(ROOT)  # _config.yml's paths (the execution cache) are relative to the root
-    result = build_sphinx(
-        ROOT,
-        spec["outdir"],
-        use_external_toc=True,
-        noconfig=True,
-        path_config=str(ROOT / "_config.yml"),
-        confoverrides={
-            "external_toc_path": (ROOT / "_toc.yml").as_posix(),
-            "latex_individualpages": False,
-            "nitpicky": True,
-            **overrides,
-        },
-        doctreedir=spec["doctrees"],
-        builder="singlehtml",
-        warningiserror=True,
-        keep_going=True,
-    )
-    if result != 0:
+    if sphinx("singlehtml", spec["outdir"], spec["doctrees"], spec["overrides"], strict=True):
         raise SystemExit(f"the single-page build of the {edition!r} edition failed")
     return spec["outdir"]
-
-
-def _chinese_settings() -> dict:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from i18n import OVERRIDES
-    finally:
-        sys.path.pop(0)
-    return OVERRIDES
 
 
 # Each edition: its single-page build folder, the parsed pages it shares with its website's
@@ -111,7 +71,7 @@ EDITIONS = {
     "zh": {
         "outdir": BUILD / "singlehtml" / "zh",  # like _build/html/zh (course_i18n.py)
         "doctrees": BUILD / ".doctrees-zh",
-        "overrides": _chinese_settings,
+        "overrides": OVERRIDES,
         "lang": "zh-CN",
     },
 }
@@ -136,10 +96,8 @@ def print_pdf(site: Path, out: Path, chromium: str, lang: str) -> int:
     """Print ``site/index.html`` to ``out``; return the number of formulas typeset."""
     from playwright.sync_api import sync_playwright
 
-    handler = functools.partial(_Quiet, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{single_page(site)}"
+    server, base = serve(site)
+    url = base + single_page(site)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
