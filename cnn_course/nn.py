@@ -233,6 +233,17 @@ class Module:
     def backward(self, grad_out: Array) -> Array:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def backward_params(self, grad_out: Array) -> None:
+        """The backward pass for the parameters only: their gradients are accumulated, the
+        gradient with respect to the input is not needed (a network's input is the data).
+
+        A training step calls this instead of :meth:`backward`: PyTorch's autograd likewise
+        computes no gradient for an input that does not require one. Layers that can skip
+        their input gradient (convolutions, :class:`Sequential`) override it; the default
+        runs :meth:`backward` and drops its result.
+        """
+        self.backward(grad_out)
+
     def __call__(self, x: Array) -> Array:
         return self.forward(x)
 
@@ -403,6 +414,19 @@ class Sequential(Module):
             grad_out = layer.backward(grad_out)
         return grad_out
 
+    def backward_params(self, grad_out: Array) -> None:
+        """Backward through the layers down to the first one with parameters, which gets
+        :meth:`~Module.backward_params`; the layers before it need no gradient at all."""
+        first = next(
+            (i for i, layer in enumerate(self.layers) if any(True for _ in layer.parameters())),
+            None,
+        )
+        if first is None:
+            return
+        for layer in reversed(self.layers[first + 1 :]):
+            grad_out = layer.backward(grad_out)
+        self.layers[first].backward_params(grad_out)
+
     def trace(self, input_shape, rf, record, name):
         shape = input_shape
         for child_name, layer in self.named_children():
@@ -490,6 +514,12 @@ class _Conv(_OpLayer):
         )
         _accumulate((self.weight, grad_w), (self.bias, grad_b))
         return grad_x
+
+    def backward_params(self, grad_out: Array) -> None:
+        _, grad_w, grad_b = getattr(F, self.op + "_backward")(
+            grad_out, self._saved(), self.weight.data, **self._args(), input_grad=False
+        )
+        _accumulate((self.weight, grad_w), (self.bias, grad_b))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, " + _window_repr(

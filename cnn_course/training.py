@@ -7,7 +7,7 @@ cosine decay (:mod:`cnn_course.optim`), and the 5,000 MNIST digits shipped with 
 
     logits = model.forward(x)                              # (B, 10)
     grad = F.cross_entropy_backward(1.0, logits, y)        # dL/dlogits = (softmax - 1_y) / B
-    optimizer.zero_grad(); model.backward(grad); optimizer.step(); schedule.step()
+    optimizer.zero_grad(); model.backward_params(grad); optimizer.step(); schedule.step()
 
 Command line::
 
@@ -81,7 +81,7 @@ def _epoch(
         loss = F.cross_entropy(logits, yb)
         grad = F.cross_entropy_backward(1.0, logits, yb)
         optimizer.zero_grad()
-        model.backward(grad)
+        model.backward_params(grad)  # the digits need no gradient: the first conv skips it
         optimizer.step()
         schedule.step()
         # running sums stay on the device: no host transfer per batch

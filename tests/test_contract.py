@@ -22,9 +22,10 @@ import cnn_course.functional as F
 # forward op -> (forward arguments the backward leaves out, extra keyword-only arguments)
 EXCEPTIONS = {
     # The gradients do not depend on the bias; grad_bias is always returned (None is never
-    # needed: it is grad_out summed over N, H and W).
-    "conv2d": ({"bias"}, set()),
-    "conv_transpose2d": ({"bias"}, set()),
+    # needed: it is grad_out summed over N, H and W). input_grad=False skips grad_x for a
+    # network's first layer, as PyTorch's autograd skips an input that needs no gradient.
+    "conv2d": ({"bias"}, {"input_grad"}),
+    "conv_transpose2d": ({"bias"}, {"input_grad"}),
     # return_indices changes only what the forward returns. The backward may take the
     # forward's saved arg-max (keyword only, optional) instead of searching the windows
     # again, as PyTorch's backward always does.

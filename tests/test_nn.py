@@ -386,6 +386,75 @@ def test_gradients_accumulate_until_zero_grad(rng):
     assert layer.weight.grad is None and layer.bias.grad is None
 
 
+@pytest.mark.oracle
+def test_backward_params_gives_backwards_parameter_gradients_and_skips_the_input(
+    torch, rng, monkeypatch
+):
+    """A training step's ``backward_params``: every parameter gets the gradient PyTorch's
+    autograd gives (and the one ``backward`` gives, bit for bit), and the first convolution
+    is asked for no input gradient (a spy on the functional backward)."""
+    model = zoo.lenet5(seed=0)
+    x = rng.standard_normal((4, 1, 28, 28)).astype("float32")
+    y = np.array([3, 1, 4, 1])
+    grad = F.cross_entropy_backward(1.0, model.forward(x), y)
+    model.backward(grad)
+    full = [to_numpy(p.grad).copy() for p in model.parameters()]
+    model.zero_grad()
+    calls = []
+    real = F.conv2d_backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("input_grad", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d_backward", spy)
+    assert model.backward_params(grad) is None
+    assert calls == [True, False]  # C3 passes its gradient on; C1 has no one to pass it to
+    for p, want in zip(model.parameters(), full, strict=True):
+        np.testing.assert_array_equal(to_numpy(p.grad), want)
+
+    tmodel = _torch_lenet(torch, model)
+    loss = torch.nn.functional.cross_entropy(tmodel(torch.tensor(x)), torch.tensor(y))
+    loss.backward()
+    for p, t in zip(model.parameters(), tmodel.parameters(), strict=True):
+        np.testing.assert_allclose(to_numpy(p.grad), t.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def _torch_lenet(torch, model):
+    """PyTorch's LeNet-5 with ``model``'s weights."""
+    tnn = torch.nn
+    tmodel = tnn.Sequential(
+        tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+        tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        for p, t in zip(model.parameters(), tmodel.parameters(), strict=True):
+            t.copy_(torch.tensor(to_numpy(p.data)))
+    return tmodel
+
+
+def test_backward_params_skips_the_layers_before_the_first_parameter(rng):
+    """Layers before the first one with parameters are not run backward at all, and a
+    network without parameters does nothing."""
+    seen = []
+
+    class Spy(nn.ReLU):
+        def backward(self, grad_out):
+            seen.append("relu")
+            return super().backward(grad_out)
+
+    model = nn.Sequential(Spy(), nn.Flatten(), nn.Linear(12, 2))
+    x = rng.standard_normal((3, 3, 2, 2)).astype("float32")
+    out = model.forward(x)
+    model.backward_params(np.ones_like(out))
+    assert seen == []
+    expected = np.ones((2, 3)) @ np.maximum(x, 0).reshape(3, -1)  # grad_out^T @ input
+    np.testing.assert_allclose(model.layers[2].weight.grad, expected, rtol=1e-6)
+    assert nn.Sequential(Spy()).backward_params(np.ones((1, 2))) is None
+    assert seen == []
+
+
 def test_named_parameters_and_shapes():
     block = nn.BasicBlock(2, 4, stride=2)
     names = [n for n, _ in block.named_parameters()]

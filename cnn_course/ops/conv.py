@@ -476,7 +476,9 @@ def conv2d_backward(
     padding: IntPair | str = 0,
     dilation: IntPair = 1,
     groups: int = 1,
-) -> tuple[Array, Array, Array]:
+    *,
+    input_grad: bool = True,
+) -> tuple[Array | None, Array, Array]:
     """Gradients of :func:`conv2d` with respect to ``x``, ``weight`` and the bias.
 
     Book: chapter 4 (Backpropagation through convolution): q002-37; chapter 8 (Up- and
@@ -488,10 +490,14 @@ def conv2d_backward(
         Upstream gradient, the shape of ``conv2d``'s output.
     x, weight, stride, padding, dilation, groups
         The forward's arguments.
+    input_grad : bool, keyword only
+        ``False`` skips ``grad_x`` (returned as None): a network's first layer, whose input
+        is the data, needs only its parameters' gradients, and PyTorch's autograd likewise
+        computes none for an input that does not require one.
 
     Returns
     -------
-    grad_x : array (N, C, H, W)
+    grad_x : array (N, C, H, W), or None with ``input_grad=False``
         ``col2im(W^T @ grad_out)``: a transposed convolution of ``grad_out``.
     grad_weight : array (F, C/groups, kh, kw)
         ``grad_out @ im2col(x)^T`` summed over the batch.
@@ -503,7 +509,9 @@ def conv2d_backward(
     f = weight.shape[0]
     require_grad_out(op, grad_out, (x.shape[0], f, *win.out), like=x, same_dtype=True)
     return (
-        engine.input_grad(grad_out, weight, win, x.shape, _plan("conv2d_input_grad", x, win, f)),
+        engine.input_grad(grad_out, weight, win, x.shape, _plan("conv2d_input_grad", x, win, f))
+        if input_grad
+        else None,
         engine.weight_grad(grad_out, x, win, weight.shape, _plan("conv2d_weight_grad", x, win, f)),
         grad_out.sum(axis=(0, 2, 3)),
     )
@@ -699,7 +707,9 @@ def conv_transpose2d_backward(
     output_padding: IntPair = 0,
     groups: int = 1,
     dilation: IntPair = 1,
-) -> tuple[Array, Array, Array]:
+    *,
+    input_grad: bool = True,
+) -> tuple[Array | None, Array, Array]:
     """Gradients of :func:`conv_transpose2d` with respect to ``x``, ``weight`` and the bias.
 
     Book: chapter 8 (Up- and down-sampling): q000-6.1.
@@ -709,10 +719,12 @@ def conv_transpose2d_backward(
     grad_out : array (N, C_out, H_out, W_out)
     x, weight, stride, padding, output_padding, groups, dilation
         The forward's arguments.
+    input_grad : bool, keyword only
+        ``False`` skips ``grad_x`` (returned as None), as in :func:`conv2d_backward`.
 
     Returns
     -------
-    grad_x : array (N, C_in, H, W)
+    grad_x : array (N, C_in, H, W), or None with ``input_grad=False``
         A plain convolution of ``grad_out`` with ``weight``.
     grad_weight : array (C_in, C_out/groups, kh, kw)
     grad_bias : array (C_out,)
@@ -724,7 +736,9 @@ def conv_transpose2d_backward(
     require_grad_out(op, grad_out, out_shape, like=x, same_dtype=True)
     f = weight.shape[0]
     return (
-        engine.forward(grad_out, weight, win, _plan("conv2d", grad_out, win, f)),
+        engine.forward(grad_out, weight, win, _plan("conv2d", grad_out, win, f))
+        if input_grad
+        else None,
         engine.weight_grad(
             x, grad_out, win, weight.shape, _plan("conv2d_weight_grad", grad_out, win, f)
         ),

@@ -3,6 +3,7 @@ matrix, batch chunking, bad input, inputs unchanged, dtype kept."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -909,9 +910,20 @@ def test_the_plan_chooses_the_compiled_path_only_where_it_applies(monkeypatch):
     assert algorithms(*dw, stride=2) == {"direct-numba"}
     assert "direct-numba" not in algorithms(*dw, itemsize=2)  # float16: NumPy's path
     assert "direct-numba" not in algorithms(*dw, backend="cupy")  # CuPy arrays never
-    assert algorithms((8, 64, 56, 56), (64, 64, 3, 3), groups=1) == {"im2col"}  # dense
+    # dense: the per-sample input gradient folds its columns with the compiled col2im
+    dense = C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1)
+    assert {k: p.algorithm for k, p in dense.items()} == {
+        "forward": "im2col",
+        "input_grad": "im2col-numba",
+        "weight_grad": "im2col",
+    }
+    late = C.conv2d_plan((8, 512, 7, 7), (512, 512, 3, 3), 1, 1)  # batch-last: NumPy's fold
+    assert {p.algorithm for p in late.values()} == {"im2col"}
+    half = C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, itemsize=2)
+    assert half["input_grad"].algorithm == "im2col"
     monkeypatch.setenv(compiled.ENV, "0")
     assert algorithms(*dw) == {"direct"}
+    assert C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1)["input_grad"].algorithm == "im2col"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -955,17 +967,18 @@ def test_compiled_depthwise_path_matches_the_numpy_path(rng, monkeypatch, dtype,
 
 
 def test_compiled_path_uses_the_engine_thread_count(rng, monkeypatch):
-    """With more than one engine thread the parallel kernels run on that many numba threads
-    (at most numba's own limit), with one thread their serial twins; both give the same
-    arrays."""
+    """The compiled kernels run on the engine's threads, each on a part of the batch: one
+    call of each kernel, on this thread, with one thread; two calls (on the pool's threads,
+    or here where a worker is busy) with two; never numba's own thread pool. Both give the
+    same arrays."""
     needs_numba(monkeypatch)
     kernels = compiled._kernels()
     seen = []
-    for name in ("forward", "forward_serial", "input_grad", "input_grad_serial"):
+    for name in ("forward", "input_grad"):
         real = getattr(kernels, name)
 
         def spy(*args, _real=real, _name=name):
-            seen.append((_name, kernels.numba.get_num_threads()))
+            seen.append((_name, len(args[0]), threading.current_thread().name))
             return _real(*args)
 
         monkeypatch.setattr(kernels, name, spy)
@@ -977,16 +990,22 @@ def test_compiled_path_uses_the_engine_thread_count(rng, monkeypatch):
             C.conv2d(x, weight, None, 1, 1, 1, 4),
             C.conv_transpose2d(x, weight, None, 1, 1, 0, 4),
         )
-    assert [name for name, _ in seen] == ["forward_serial", "input_grad_serial"]
+    main = threading.current_thread().name
+    assert seen == [("forward", 3, main), ("input_grad", 3, main)]
     seen.clear()
     with threads.limit(2):
         split = (
             C.conv2d(x, weight, None, 1, 1, 1, 4),
             C.conv_transpose2d(x, weight, None, 1, 1, 0, 4),
         )
-    limit = min(2, kernels.numba.config.NUMBA_NUM_THREADS)
-    parallel = ["forward", "input_grad"] if limit > 1 else ["forward_serial", "input_grad_serial"]
-    assert seen == [(name, limit) for name in parallel] or limit == 1
+    assert sorted((name, size) for name, size, _ in seen) == [
+        ("forward", 1),
+        ("forward", 2),
+        ("input_grad", 1),
+        ("input_grad", 2),
+    ]
+    with pytest.raises(ValueError, match="not initialized"):
+        kernels.numba.threading_layer()  # numba's own thread pool never started
     for a, b in zip(serial, split, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -1010,8 +1029,8 @@ def test_compiled_kernels_compile_without_a_disk_cache_where_none_is_writable(mo
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_compiled_path_works_in_a_forked_child(rng, monkeypatch):
-    """numba's OpenMP thread pool is not fork-safe: a child forked after a parallel kernel
-    ran runs the serial kernels (numba would otherwise abort the child)."""
+    """A child forked after the compiled kernels ran on the engine's threads runs them too
+    (multiprocessing's default on Linux)."""
     import os
 
     needs_numba(monkeypatch)
@@ -1019,7 +1038,7 @@ def test_compiled_path_works_in_a_forked_child(rng, monkeypatch):
     x = rng.standard_normal((2, 4, 9, 8))
     weight = rng.standard_normal((4, 1, 3, 3))
     with threads.limit(2):
-        expected = C.conv2d(x, weight, None, 1, 1, 1, 4)  # numba's thread pool has started
+        expected = C.conv2d(x, weight, None, 1, 1, 1, 4)  # the kernels ran on the pool
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports by its exit status
             ok = np.array_equal(C.conv2d(x, weight, None, 1, 1, 1, 4), expected)
@@ -1044,3 +1063,58 @@ def test_thread_pool_works_in_a_forked_child(monkeypatch):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_backward_without_the_input_gradient(rng, name):
+    """``input_grad=False`` returns None for grad_x and the same weight and bias gradients,
+    bit for bit; the arrays are the ones a full backward gives."""
+    x = rng.standard_normal((2, 4, 7, 6))
+    weight = rng.standard_normal((4, 2, 3, 3))
+    forward, backward = getattr(C, name), getattr(C, f"{name}_backward")
+    args = dict(stride=2, padding=1, groups=2)
+    grad_out = rng.standard_normal(forward(x, weight, None, **args).shape)
+    full = backward(grad_out, x, weight, **args)
+    grad_x, grad_w, grad_b = backward(grad_out, x, weight, **args, input_grad=False)
+    assert grad_x is None and full[0] is not None
+    np.testing.assert_array_equal(grad_w, full[1])
+    np.testing.assert_array_equal(grad_b, full[2])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        (1, 0, 1, 1),
+        (1, 2, 1, 1),
+        (2, 1, 1, 1),
+        ((2, 1), (1, 2), (1, 2), 1),
+        (3, 2, 2, 2),
+        (1, "same", (2, 2), 1),
+        (2, 3, 1, 2),  # padding beyond the window's reach: rows and columns no window meets
+    ],
+)
+def test_compiled_fold_matches_the_numpy_fold_and_torch(torch, rng, monkeypatch, dtype, geometry):
+    """A dense layer's input gradient with the compiled col2im ("im2col-numba") against
+    NumPy's two-step fold on the same inputs (the same bits: the compiled loop adds in
+    NumPy's order), and against PyTorch; the plan says which ran."""
+    needs_numba(monkeypatch)
+    s, p, d, g = geometry
+    x = rng.standard_normal((3, 4, 11, 9)).astype(dtype)
+    weight = rng.standard_normal((6, 4 // g, 3, 2)).astype(dtype)
+    grad_out = rng.standard_normal(C.conv2d(x, weight, None, s, p, d, g).shape).astype(dtype)
+    plan = C.conv2d_plan(x.shape, weight.shape, s, p, d, g, x.itemsize)["input_grad"]
+    assert plan.algorithm == "im2col-numba"
+    fast = C.conv2d_backward(grad_out, x, weight, s, p, d, g)[0]
+    monkeypatch.setenv(compiled.ENV, "0")
+    slow = C.conv2d_backward(grad_out, x, weight, s, p, d, g)[0]
+    assert fast.dtype == dtype and fast.shape == x.shape
+    np.testing.assert_array_equal(fast, slow)
+    tx = torch.tensor(x, requires_grad=True)
+    padding = p if isinstance(p, str) else pair(p, "padding", "test")
+    stride, dilation = pair(s, "stride", "test"), pair(d, "dilation", "test")
+    torch.nn.functional.conv2d(
+        tx, torch.tensor(weight), None, stride, padding, dilation, g
+    ).backward(torch.tensor(grad_out))
+    oracle_tol = 1e-4 if dtype == "float32" else 1e-10
+    assert_close(fast, tx.grad.numpy(), rtol=oracle_tol, atol=oracle_tol)

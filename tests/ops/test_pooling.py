@@ -4,6 +4,8 @@ configurations, gradient checks, bad input, inputs unchanged, dtype kept."""
 from __future__ import annotations
 
 import math
+import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,11 +19,11 @@ from cnn_course.ops._engine import compiled, threads
 from tests.helpers import LAYOUTS, assert_close, examples, laid_out
 
 
-@pytest.fixture(params=["windows", "scatter-numba"])
-def scatter_path(request, monkeypatch):
-    """The CPU path of max pooling's backward under test: NumPy's scatter-add ("windows",
-    always tested) or the compiled scatter ("scatter-numba", where numba is installed;
-    skipped with the reason otherwise)."""
+@pytest.fixture(params=["windows", "numba"])
+def max_path(request, monkeypatch):
+    """The CPU path of max pooling under test: NumPy's window copies and scatter-add
+    ("windows", always tested) or the compiled window maximum and scatter ("numba", where
+    numba is installed; skipped with the reason otherwise)."""
     if request.param == "windows":
         monkeypatch.setenv(compiled.ENV, "0")
     else:
@@ -29,6 +31,17 @@ def scatter_path(request, monkeypatch):
         if compiled.unavailable():
             pytest.skip(f"compiled scatter unavailable: {compiled.unavailable()}")
     return request.param
+
+
+def max_paths() -> list[dict[str, str]]:
+    """The environments that select each CPU path of max pooling, for the property tests
+    (hypothesis runs a test body many times, so they loop over paths instead of taking the
+    function-scoped :func:`max_path` fixture): NumPy's, and the compiled one where numba is
+    installed."""
+    paths = [{compiled.ENV: "0"}]
+    if not compiled.unavailable():
+        paths.append({compiled.ENV: "1"})
+    return paths
 
 
 # The 4x4 plane of the hand examples.
@@ -313,18 +326,21 @@ def test_max_pool2d_matches_torch(xp, torch, case, layout, dtype, ties, seed):
     grad_out = rng.standard_normal(expected.shape).astype(dtype)
     _, grad = torch_grad(torch, lambda t: torch.nn.functional.max_pool2d(t, **cfg), x, grad_out)
     xx = laid_out(xp, x, layout)
-    out, indices = P.max_pool2d(xx, **cfg, return_indices=True)
-    assert out.dtype == dtype
-    assert_close(out, expected, rtol=0, atol=0)
-    finite = np.isfinite(expected)  # PyTorch's index of a padding-only window is arbitrary
-    np.testing.assert_array_equal(to_numpy(indices)[finite], t_indices.numpy()[finite])
-    if finite.all():
-        grad_x = P.max_pool2d_backward(xp.asarray(grad_out), xx, **cfg)
-        assert_close(grad_x, grad, **tolerance(dtype))
-        # From the saved indices (ours and PyTorch's) instead of recomputing them from x.
-        for saved in (indices, xp.asarray(t_indices.numpy())):
-            grad_x = P.max_pool2d_backward(xp.asarray(grad_out), xx, **cfg, indices=saved)
-            assert_close(grad_x, grad, **tolerance(dtype))
+    for env in max_paths():
+        with mock.patch.dict(os.environ, env):
+            out, indices = P.max_pool2d(xx, **cfg, return_indices=True)
+            assert out.dtype == dtype
+            assert_close(out, expected, rtol=0, atol=0)
+            assert_close(P.max_pool2d(xx, **cfg), expected, rtol=0, atol=0)
+            finite = np.isfinite(expected)  # PyTorch's index of a padding-only window: any
+            np.testing.assert_array_equal(to_numpy(indices)[finite], t_indices.numpy()[finite])
+            if finite.all():
+                grad_x = P.max_pool2d_backward(xp.asarray(grad_out), xx, **cfg)
+                assert_close(grad_x, grad, **tolerance(dtype))
+                # From the saved indices (ours and PyTorch's) instead of recomputing them.
+                for saved in (indices, xp.asarray(t_indices.numpy())):
+                    grad_x = P.max_pool2d_backward(xp.asarray(grad_out), xx, **cfg, indices=saved)
+                    assert_close(grad_x, grad, **tolerance(dtype))
 
 
 def with_nan_and_inf(seed: int, shape) -> np.ndarray:
@@ -344,10 +360,12 @@ def test_max_pool2d_with_nan_and_inf_matches_torch(xp, torch, case, seed):
     shape, cfg = case
     x = with_nan_and_inf(seed, shape)
     t_out, t_indices = torch.nn.functional.max_pool2d(torch.tensor(x), **cfg, return_indices=True)
-    out, indices = P.max_pool2d(xp.asarray(x), **cfg, return_indices=True)
-    np.testing.assert_array_equal(to_numpy(out), t_out.numpy())  # NaN where PyTorch has NaN
-    real = t_out.numpy() != -math.inf  # PyTorch's index of a padding-only window is arbitrary
-    np.testing.assert_array_equal(to_numpy(indices)[real], t_indices.numpy()[real])
+    for env in max_paths():
+        with mock.patch.dict(os.environ, env):
+            out, indices = P.max_pool2d(xp.asarray(x), **cfg, return_indices=True)
+        np.testing.assert_array_equal(to_numpy(out), t_out.numpy())  # NaN where PyTorch's is
+        real = t_out.numpy() != -math.inf  # PyTorch's index of a padding-only window: any
+        np.testing.assert_array_equal(to_numpy(indices)[real], t_indices.numpy()[real])
 
 
 @pytest.mark.oracle
@@ -500,7 +518,7 @@ GRAD_CASES = [
 
 
 @pytest.mark.parametrize("cfg", GRAD_CASES)
-def test_max_pool2d_backward_gradcheck(xp, rng, cfg, scatter_path):
+def test_max_pool2d_backward_gradcheck(xp, rng, cfg, max_path):
     x = xp.asarray(distinct(rng, (2, 2, 5, 6)))
     for kwargs in (cfg, {**cfg, "dilation": (2, 1)}):
         out = P.max_pool2d(x, **kwargs)
@@ -789,7 +807,7 @@ def test_pooling_keeps_the_dtype(xp, rng, dtype):
     "kernel, stride, padding, ceil_mode", [(2, 2, 0, False), (3, 2, 1, True), ((3, 2), 1, 1, False)]
 )
 def test_work_split_over_threads_gives_the_same_result(
-    monkeypatch, scatter_path, kernel, stride, padding, ceil_mode
+    monkeypatch, max_path, kernel, stride, padding, ceil_mode
 ):
     """Every pass, however small, split over 3 threads: the same arrays as on one thread."""
     x = np.random.default_rng(0).standard_normal((5, 3, 9, 8))
@@ -854,7 +872,7 @@ def test_compiled_scatter_matches_numpys_and_torch(torch, rng, monkeypatch, dtyp
         assert_close(got, expected, **tolerance(np.dtype(dtype)))
 
 
-def test_the_plan_chooses_the_compiled_scatter_only_on_a_cpu(monkeypatch):
+def test_the_plan_chooses_the_compiled_max_pooling_only_on_a_cpu(monkeypatch):
     from cnn_course.ops._engine.plan import plan
     from cnn_course.ops._engine.windows import Window
 
@@ -864,11 +882,15 @@ def test_the_plan_chooses_the_compiled_scatter_only_on_a_cpu(monkeypatch):
         return plan(op, (1, 1, 4, 4), win, 1, itemsize, cupy).algorithm
 
     assert algorithm("max_pool2d_backward", cupy=True) == "kernel"
+    assert algorithm("max_pool2d", cupy=True) == "kernel"
     monkeypatch.setenv(compiled.ENV, "0")
     assert algorithm("max_pool2d_backward") == "windows"
+    assert algorithm("max_pool2d") == "windows"
     monkeypatch.delenv(compiled.ENV)
-    assert algorithm("max_pool2d") == "windows"  # the forward is NumPy's either way
     assert algorithm("max_pool2d_backward", itemsize=2) == "windows"  # float16
+    assert algorithm("max_pool2d", itemsize=2) == "windows"
+    assert algorithm("avg_pool2d") == "windows"
     if compiled.unavailable():
         pytest.skip(f"compiled scatter unavailable: {compiled.unavailable()}")
     assert algorithm("max_pool2d_backward") == "scatter-numba"
+    assert algorithm("max_pool2d") == "direct-numba"

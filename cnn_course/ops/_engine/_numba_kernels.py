@@ -1,11 +1,12 @@
-"""The compiled kernels (numba): depthwise convolution, and max pooling's scatter.
+"""The compiled kernels (numba): depthwise convolution, and max pooling's windows and scatter.
 Imported only by :mod:`.compiled`, lazily.
 
-Each kernel works on one (H, W) plane at a time, and a driver runs the N*C planes: with
-``prange`` (numba's ``parallel=True``, on its thread pool) or with ``range`` (one thread:
-no thread pool is touched, which is also safe in a forked child and under concurrent callers).
-A plane and its output stay in L1/L2 across the kh*kw taps. At stride 1 the plane is padded
-into a per-thread scratch array, flat, and each tap is one long contiguous run over it (the
+Each kernel works on one (H, W) plane at a time, and a driver runs the planes it is given on
+the calling thread; :mod:`.compiled` hands each of the engine's threads a part of the batch.
+(numba's own ``prange`` pool is not used: its OpenMP threads keep spinning after a kernel,
+and on a machine with few cores they then take the cores from BLAS's threads and the
+engine's.) A plane and its output stay in L1/L2 across the kh*kw taps. At stride 1 the plane
+is padded into a scratch array, flat, and each tap is one long contiguous run over it (the
 ``*_flat`` kernels: long loops vectorise best); at other strides the taps run row by row,
 each only over the output columns whose input column lies inside the plane (:func:`_span`),
 so no padding is materialised (the ``*_rows`` kernels). Innermost loops index 1-D slices
@@ -17,21 +18,22 @@ is C-contiguous (the caller makes sure); float32 and float64 compile separately,
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numba
-from numba import prange
 
 from cnn_course.backend import np
 
 __all__ = [
     "CACHED",
     "forward",
-    "forward_serial",
     "input_grad",
-    "input_grad_serial",
     "weight_grad",
-    "weight_grad_serial",
+    "col2im",
+    "MAX_POOL_WINDOWS",
+    "max_pool",
+    "scatter",
 ]
 
 
@@ -59,10 +61,6 @@ _OPTIONS = dict(cache=CACHED, nogil=True, error_model="numpy")
 
 def _jit(fn):
     return numba.njit(**_OPTIONS)(fn)
-
-
-def _pjit(fn):
-    return numba.njit(parallel=True, **_OPTIONS)(fn)
 
 
 @_jit
@@ -325,87 +323,168 @@ def _weight_grad_plane(g, x, gw, geom, scratch):
         _weight_grad_rows(g, x, gw, geom)
 
 
-#: Planes are taken in this many blocks (at most), each block with its own scratch.
-BLOCKS = 64
-
-# The drivers: x (N, C, H, W), w (C, kh, kw), out (N, C, H_out, W_out); per_plane (N*C, kh, kw).
-# Block b takes planes [b * P // B, (b + 1) * P // B); each plane is computed the same way
-# whichever block or thread takes it.
-
-
-@_pjit
-def forward(x, w, out, geom):
-    c, planes = x.shape[1], x.shape[0] * x.shape[1]
-    blocks = min(planes, BLOCKS)
-    for b in prange(blocks):
-        scratch = _scratch(x, w.shape[1:], out.shape[2:], geom)
-        for p in range(b * planes // blocks, (b + 1) * planes // blocks):
-            _forward_plane(x[p // c, p % c], w[p % c], out[p // c, p % c], geom, scratch)
+# The drivers, each on one thread (the engine's pool runs them side by side on parts of the
+# batch): x (N, C, H, W), w (C, kh, kw), out (N, C, H_out, W_out); per_sample (N, C, kh, kw).
+# Each plane is computed the same way whichever part or thread takes it.
 
 
 @_jit
-def forward_serial(x, w, out, geom):
+def forward(x, w, out, geom):
     c = x.shape[1]
     scratch = _scratch(x, w.shape[1:], out.shape[2:], geom)
     for p in range(x.shape[0] * c):
         _forward_plane(x[p // c, p % c], w[p % c], out[p // c, p % c], geom, scratch)
 
 
-@_pjit
-def input_grad(g, w, gx, geom):
-    c, planes = g.shape[1], g.shape[0] * g.shape[1]
-    blocks = min(planes, BLOCKS)
-    for b in prange(blocks):
-        scratch = _scratch(g, w.shape[1:], g.shape[2:], geom)
-        for p in range(b * planes // blocks, (b + 1) * planes // blocks):
-            _input_grad_plane(g[p // c, p % c], w[p % c], gx[p // c, p % c], geom, scratch)
-
-
 @_jit
-def input_grad_serial(g, w, gx, geom):
+def input_grad(g, w, gx, geom):
     c = g.shape[1]
     scratch = _scratch(g, w.shape[1:], g.shape[2:], geom)
     for p in range(g.shape[0] * c):
         _input_grad_plane(g[p // c, p % c], w[p % c], gx[p // c, p % c], geom, scratch)
 
 
-@_pjit
-def weight_grad(g, x, per_plane, geom):
-    c, planes = x.shape[1], x.shape[0] * x.shape[1]
-    blocks = min(planes, BLOCKS)
-    for b in prange(blocks):
-        scratch = _scratch(x, per_plane.shape[1:], g.shape[2:], geom)
-        for p in range(b * planes // blocks, (b + 1) * planes // blocks):
-            _weight_grad_plane(g[p // c, p % c], x[p // c, p % c], per_plane[p], geom, scratch)
+@_jit
+def weight_grad(g, x, per_sample, geom):
+    c = x.shape[1]
+    scratch = _scratch(x, per_sample.shape[2:], g.shape[2:], geom)
+    for p in range(x.shape[0] * c):
+        gw = per_sample[p // c, p % c]
+        _weight_grad_plane(g[p // c, p % c], x[p // c, p % c], gw, geom, scratch)
+
+
+# The fold of im2col's column gradient: cols (N, C, kh, kw, H_out, W_out) -> gx (N, C, H, W),
+# both C-contiguous. The loops run over flat views with offsets computed once per run, and
+# unsigned: a 6-D index, or a signed one (numba tests it for negative values), cost more than
+# the short runs of a small layer's rows (measured: 2.3 ms instead of 0.4 ms on LeNet's C3).
 
 
 @_jit
-def weight_grad_serial(g, x, per_plane, geom):
-    c = x.shape[1]
-    scratch = _scratch(x, per_plane.shape[1:], g.shape[2:], geom)
-    for p in range(x.shape[0] * c):
-        _weight_grad_plane(g[p // c, p % c], x[p // c, p % c], per_plane[p], geom, scratch)
+def col2im(cols, gx, geom):
+    """gx[n, c] = every cols[n, c, i, j, r, t] added at (r*sh - pt + i*dh, t*sw - pl + j*dw),
+    the positions outside gx dropped: the adjoint of im2col (overlaps add up).
+
+    The additions come in the order of NumPy's fold (:func:`.windows.add_windows`), so the
+    two paths give the same bits: first, for each column shift j, the kh row shifts summed
+    in order of i into a (kw, H, W_out) scratch; then the kw shifts added onto gx in order
+    of j."""
+    sh, sw, pt, pl, dh, dw = geom
+    h, width = gx.shape[2], gx.shape[3]
+    kh, kw, oh_n, ow_n = cols.shape[2], cols.shape[3], cols.shape[4], cols.shape[5]
+    src, dst = cols.reshape(-1), gx.reshape(-1)
+    shifted = np.empty(kw * h * ow_n, dtype=gx.dtype)  # (kw, H, W_out), flat
+    plane_cols = kh * kw * oh_n * ow_n
+    for plane in range(gx.shape[0] * gx.shape[1]):
+        for t in range(shifted.shape[0]):
+            shifted[t] = 0
+        first = plane * plane_cols  # flat index of cols[n, c, 0, 0, 0, 0]
+        for i in range(kh):
+            for r in range(oh_n):
+                ih = r * sh - pt + i * dh
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    run = np.uint64(first + ((i * kw + j) * oh_n + r) * ow_n)
+                    row = np.uint64((j * h + ih) * ow_n)
+                    for t in range(ow_n):
+                        shifted[row + np.uint64(t)] += src[run + np.uint64(t)]
+        base = plane * h * width
+        for t in range(h * width):
+            dst[base + t] = 0
+        for j in range(kw):
+            offset = j * dw - pl
+            lo, hi = _span(offset, sw, width, ow_n)
+            for ih in range(h):
+                row = np.uint64((j * h + ih) * ow_n)
+                start = np.uint64(base + ih * width + offset)
+                for t in range(lo, hi):
+                    dst[start + np.uint64(t * sw)] += shifted[row + np.uint64(t)]
+
+
+# Max pooling: the maximum of every window and its position ``i * kw + j``, read in place.
+
+
+#: Windows (kh, kw, stride_h, stride_w, dilation_h, dilation_w) with a compiled max pooling
+#: kernel (the plan keeps NumPy's for the others): LeNet's and VGG's, and ResNet's stem.
+MAX_POOL_WINDOWS = ((2, 2, 2, 2, 1, 1), (3, 3, 2, 2, 1, 1))
+
+
+@functools.cache
+def max_pool(kh, kw, sh, sw, dh, dw):
+    """The max pooling kernel for one window: ``kernel(x, out, arg, pads)`` writes, for
+    every plane of x (N, C, H, W), out[n, c, oh, ow] = the window's maximum and
+    arg[n, c, oh, ow] its position ``i * kw + j``: the first maximum in row-major window
+    order, or the last NaN (a running maximum that every NaN replaces, as PyTorch's);
+    positions outside the plane count as -inf (never taken).
+
+    The window's size, stride and dilation are constants of the compiled code, so that LLVM
+    unrolls the window and turns its comparisons into selects: with them as arguments the
+    loop ran several times slower. Windows inside the plane are read without bounds checks
+    (and with unsigned indices, see below); only the border's (padding, ceil_mode) are
+    checked. Compiled once per process and dtype, without the disk cache (numba caches a
+    closure by its source, not by the constants it closes over)."""
+
+    @numba.njit(nogil=True, error_model="numpy")
+    def border(x, out, arg, n, c, oh, ow, pt, pl):
+        """One window at the border: the positions outside the plane skipped."""
+        h, width = x.shape[2], x.shape[3]
+        best = -np.inf
+        at = 0
+        for i in range(kh):
+            for j in range(kw):
+                ih, iw = oh * sh - pt + i * dh, ow * sw - pl + j * dw
+                if 0 <= ih < h and 0 <= iw < width:
+                    v = x[n, c, ih, iw]
+                    if v > best or v != v:
+                        best, at = v, i * kw + j
+        out[n, c, oh, ow] = best
+        arg[n, c, oh, ow] = at
+
+    @numba.njit(nogil=True, error_model="numpy")
+    def kernel(x, out, arg, pads):
+        pt, pl = pads
+        h, width = x.shape[2], x.shape[3]
+        oh_n, ow_n = out.shape[2], out.shape[3]
+        # the output rows and columns whose whole window lies inside the plane
+        r0, r1 = _span(-pt, sh, h - (kh - 1) * dh, oh_n)
+        c0, c1 = _span(-pl, sw, width - (kw - 1) * dw, ow_n)
+        for n in range(x.shape[0]):
+            for c in range(x.shape[1]):
+                for oh in range(oh_n):
+                    if not r0 <= oh < r1:
+                        for ow in range(ow_n):
+                            border(x, out, arg, n, c, oh, ow, pt, pl)
+                        continue
+                    for ow in range(c0):
+                        border(x, out, arg, n, c, oh, ow, pt, pl)
+                    for ow in range(c1, ow_n):
+                        border(x, out, arg, n, c, oh, ow, pt, pl)
+                    for ow in range(c0, c1):
+                        best = -np.inf
+                        at = 0
+                        for i in range(kh):
+                            for j in range(kw):
+                                # inside the plane: unsigned indices, so numba adds no
+                                # negative-index test (which kept this loop from vectorising)
+                                ih = np.uint64(oh * sh - pt + i * dh)
+                                v = x[n, c, ih, np.uint64(ow * sw - pl + j * dw)]
+                                if v > best or v != v:
+                                    best, at = v, i * kw + j
+                        out[n, c, oh, ow] = best
+                        arg[n, c, oh, ow] = at
+
+    return kernel
 
 
 # The scatter of max pooling's backward: values and index (P, O), out (P, size).
 
 
 @_jit
-def _scatter_plane(values, index, out):
-    """out = 0, then out[index[o]] += values[o] (indices checked by the caller)."""
-    for t in range(out.shape[0]):
-        out[t] = 0
-    for o in range(values.shape[0]):
-        out[index[o]] += values[o]
-
-
-@_pjit
 def scatter(values, index, out):
-    for p in prange(out.shape[0]):
-        _scatter_plane(values[p], index[p], out[p])
-
-
-@_jit
-def scatter_serial(values, index, out):
+    """out[p] = 0, then out[p, index[p, o]] += values[p, o] (indices checked by the caller)."""
     for p in range(out.shape[0]):
-        _scatter_plane(values[p], index[p], out[p])
+        dst, src, at = out[p], values[p], index[p]
+        for t in range(dst.shape[0]):
+            dst[t] = 0
+        for o in range(src.shape[0]):
+            dst[at[o]] += src[o]

@@ -1,5 +1,5 @@
-"""The optional compiled path: depthwise convolutions and max pooling's scatter as numba
-kernels (imported lazily).
+"""The optional compiled path: depthwise convolutions, col2im, max pooling's windows and its
+scatter as numba kernels (imported lazily).
 
 The NumPy direct path (:class:`.conv.Taps`) makes about two passes over memory per kernel
 tap (a multiply into a scratch array, then an add). A compiled loop reads each plane from
@@ -8,30 +8,36 @@ and the kh*kw taps run over it there as long contiguous runs; at other strides t
 row by row, the padding skipped by bounds. MiniTorch compiles its tensor loops with numba
 the same way. numba is optional (``pip install 'cnn-course[fast]'``):
 where it does not import, or ``CNN_COURSE_NUMBA=0``, :func:`enabled` is false and the plan
-keeps the NumPy path (``"direct"``); otherwise it chooses ``"direct-numba"`` for depthwise
-layers on a CPU in float32 or float64, and ``"scatter-numba"`` for max pooling's backward
-(each window's gradient added onto its arg-max, plane by plane, instead of NumPy's
-scatter-add over index arrays). CuPy arrays never come here.
+keeps the NumPy path; otherwise, on a CPU in float32 or float64, it chooses
+``"direct-numba"`` for depthwise layers; ``"im2col-numba"`` for a per-sample input gradient
+(the column gradient folded back onto the input by :func:`col2im`, where NumPy needs two
+passes of strided adds); ``"direct-numba"`` for max pooling's forward with 2x2/2 and 3x3/2
+windows (each window's maximum and arg-max read in place, instead of copying the windows);
+and ``"scatter-numba"`` for max pooling's backward (each window's gradient added onto its
+arg-max, plane by plane, instead of NumPy's scatter-add over index arrays). CuPy arrays
+never come here. The max pooling kernels are compiled per window at first use, without the
+disk cache (:func:`._numba_kernels.max_pool`).
 
-Threads: the planes (N*C of them) are split over numba's threads with ``prange``, as many as
-the plan's thread count (the engine's: ``threadpoolctl`` limits and ``OMP_NUM_THREADS``
-included). With one thread, with little work, in a forked child (numba's OpenMP layer is not
-fork-safe) or while another thread is inside a parallel kernel (numba's fallback
-``workqueue`` layer is not thread-safe), the serial twin of each kernel runs instead; it
-never starts numba's thread pool. The results do not depend on the thread count: each plane
-is computed by one thread, in one order.
+Threads: the batch is cut into as many parts as the engine has threads (``threadpoolctl``
+limits and ``OMP_NUM_THREADS`` included), and the engine's own pool (:mod:`.threads`) runs
+each part through the same one-thread kernel; numba releases the GIL inside them. numba's
+``parallel=True`` pool is not used: its OpenMP threads spin after each kernel and, on a
+machine with few cores, take the cores from BLAS's threads (a LeNet epoch on 2 cores took
+1.6 times as long with it). With one thread or little work the calling thread runs the whole
+batch. The results do not depend on the thread count: each plane is computed by one thread,
+in one order. A forked child starts a fresh pool (:mod:`.threads`), so it needs no care here.
 
-Compilation: each kernel compiles on its first call for each dtype (seconds, once), and is
-cached on disk (loaded in a fraction of a second) where numba finds a writable directory
-(``__pycache__`` next to the source, else the user's cache directory); where none is
-writable, numba would raise at decoration, so the kernels are compiled without a cache.
+Compilation: each kernel compiles on its first call for each dtype (seconds, once). All but
+the max pooling kernels are cached on disk (loaded in a fraction of a second) where numba
+finds a writable directory (``__pycache__`` next to the source, else the user's cache
+directory); where none is writable, numba would raise at decoration, so the kernels are
+compiled without a cache.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import threading
 from types import ModuleType
 
 from cnn_course._types import Array
@@ -48,22 +54,13 @@ __all__ = [
     "forward",
     "input_grad",
     "weight_grad",
+    "col2im",
+    "max_pool",
+    "scatter_add",
 ]
 
 #: ``CNN_COURSE_NUMBA=0`` (or ``false``/``no``/``off``) keeps the NumPy path.
 ENV = "CNN_COURSE_NUMBA"
-
-_launch = threading.Lock()  # one parallel kernel at a time (others run their serial twin)
-_forked = False
-
-
-def _after_fork() -> None:
-    global _forked
-    _forked = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
 
 
 @functools.cache
@@ -96,9 +93,16 @@ def numba_version() -> str | None:
     return None if isinstance(kernels, str) else kernels.numba.__version__
 
 
-def supports(itemsize: int, cupy: bool) -> bool:
-    """The compiled kernels take NumPy float32 and float64 arrays (a float of 4 or 8 bytes)."""
-    return not cupy and itemsize in (4, 8) and enabled()
+def supports(itemsize: int, cupy: bool, max_pool: Window | None = None) -> bool:
+    """The compiled kernels take NumPy float32 and float64 arrays (a float of 4 or 8 bytes);
+    max pooling's forward (``max_pool``: its window) has kernels for a few windows."""
+    if cupy or itemsize not in (4, 8) or not enabled():
+        return False
+    return max_pool is None or _max_pool_window(max_pool) in _kernels().MAX_POOL_WINDOWS
+
+
+def _max_pool_window(win: Window) -> tuple[int, ...]:
+    return tuple(int(v) for v in (*win.kernel, *win.stride, *win.dilation))
 
 
 def _geom(win: Window) -> tuple[int, ...]:
@@ -114,26 +118,20 @@ def _c(a: Array) -> Array:
     return xp.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
 
 
-def _run(name: str, args: tuple, thread_count: int, nbytes: int) -> None:
-    """Run kernel ``name`` on ``args``: its parallel version on ``thread_count`` threads, or
-    its serial twin (one thread, little work, a forked child, another parallel call)."""
+def _run(name, args: tuple, cut: tuple[int, ...], thread_count: int, nbytes: int) -> None:
+    """Run kernel ``name`` (or the kernel itself) on ``args``, the arguments at positions
+    ``cut`` cut along axis 0 (the same cut for all): the parts on the engine's threads, or
+    all at once on this thread with one thread or less than
+    :data:`.threads.MIN_PARALLEL_BYTES` of work."""
     kernels = _kernels()
     assert not isinstance(kernels, str), kernels  # the plan chose this path: numba imported
-    parallel = (
-        thread_count > 1
-        and nbytes >= threads.MIN_PARALLEL_BYTES
-        and not _forked
-        and _launch.acquire(blocking=False)
-    )
-    if not parallel:
-        getattr(kernels, f"{name}_serial")(*args)
-        return
-    try:
-        numba = kernels.numba
-        numba.set_num_threads(min(thread_count, numba.config.NUMBA_NUM_THREADS))
-        getattr(kernels, name)(*args)
-    finally:
-        _launch.release()
+    kernel = getattr(kernels, name) if isinstance(name, str) else name
+
+    def part(s: slice) -> None:
+        kernel(*(a[s] if i in cut else a for i, a in enumerate(args)))
+
+    with threads.limit(thread_count):
+        threads.parallel(part, len(args[cut[0]]), nbytes)
 
 
 def forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
@@ -141,7 +139,7 @@ def forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
     (N, C, *win.out)."""
     x = _c(x)
     out = array_module(x).empty((*x.shape[:2], *win.out), dtype=x.dtype)
-    _run("forward", (x, _c(weight[:, 0]), out, _geom(win)), thread_count, out.nbytes)
+    _run("forward", (x, _c(weight[:, 0]), out, _geom(win)), (0, 2), thread_count, out.nbytes)
     return out
 
 
@@ -150,7 +148,7 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, thread_coun
     grad_out = _c(grad_out)
     grad_x = array_module(grad_out).empty(tuple(x_shape), dtype=grad_out.dtype)
     args = (grad_out, _c(weight[:, 0]), grad_x, _geom(win))
-    _run("input_grad", args, thread_count, grad_x.nbytes)
+    _run("input_grad", args, (0, 2), thread_count, grad_x.nbytes)
     return grad_x
 
 
@@ -158,9 +156,18 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, thread_cou
     """The weight gradient (C, 1, kh, kw): per plane, then summed over the batch."""
     grad_out, x = _c(grad_out), _c(x)
     n, c = x.shape[:2]
-    per_plane = array_module(x).empty((n * c, *weight_shape[2:]), dtype=x.dtype)
-    _run("weight_grad", (grad_out, x, per_plane, _geom(win)), thread_count, x.nbytes)
-    return per_plane.reshape(n, *weight_shape).sum(axis=0)
+    per_sample = array_module(x).empty((n, c, *weight_shape[2:]), dtype=x.dtype)
+    _run("weight_grad", (grad_out, x, per_sample, _geom(win)), (0, 1, 2), thread_count, x.nbytes)
+    return per_sample.reshape(n, *weight_shape).sum(axis=0)
+
+
+def col2im(cols: Array, win: Window, out: Array, thread_count: int) -> None:
+    """``out`` (N, C, H, W), C-contiguous, = every column of ``cols`` (N, C, kh, kw, *win.out)
+    added back onto the input position it was gathered from (overlaps add up, positions in
+    the padding are dropped): the fold of a convolution's input gradient."""
+    if not out.flags.c_contiguous:
+        raise ValueError("col2im: out must be C-contiguous (it is written in place)")
+    _run("col2im", (_c(cols), out, _geom(win)), (0, 1), thread_count, out.nbytes)
 
 
 def scatter_add(values: Array, index: Array, size: int, thread_count: int) -> Array:
@@ -170,5 +177,19 @@ def scatter_add(values: Array, index: Array, size: int, thread_count: int) -> Ar
     values = _c(values)
     index = array_module(index).ascontiguousarray(index, dtype="int64")
     out = array_module(values).empty((len(values), size), dtype=values.dtype)
-    _run("scatter", (values, index, out), thread_count, out.nbytes)
+    _run("scatter", (values, index, out), (0, 1, 2), thread_count, out.nbytes)
     return out
+
+
+def max_pool(x: Array, win: Window, arg_dtype, thread_count: int) -> tuple[Array, Array]:
+    """Every window's maximum and the position ``i * kw + j`` of its first maximum (of its
+    last NaN where it holds one), positions outside ``x`` counting as -inf: x (N, C, H, W)
+    -> two (N, C, *win.out) arrays, the positions of dtype ``arg_dtype``."""
+    x = _c(x)
+    xp = array_module(x)
+    out = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
+    arg = xp.empty(out.shape, dtype=arg_dtype)
+    kernel = _kernels().max_pool(*_max_pool_window(win))
+    pads = (int(win.pads[0][0]), int(win.pads[1][0]))
+    _run(kernel, (x, out, arg, pads), (0, 1, 2), thread_count, x.nbytes)
+    return out, arg

@@ -15,6 +15,8 @@ asks :func:`~.plan.plan`, and calls :func:`forward`, :func:`weight_grad` or
 - direct: a depthwise layer as a sum over the kh*kw offsets of shifted planes (:class:`Taps`),
   in cache-sized groups of planes, the groups split over the threads.
 - direct-numba: the same, compiled with numba where it is installed (:mod:`.compiled`).
+- im2col-numba: im2col's input gradient with the column gradient folded back by a compiled
+  loop (:func:`.compiled.col2im`).
 - kernel: a depthwise layer on a GPU, one elementwise kernel (:mod:`.gpu`).
 """
 
@@ -213,6 +215,9 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, how: Plan) 
         else:  # columns (nb, C, kh, kw, OH, OW) fold into (nb, C, Hp, Wp)
             dcols = xp.matmul(w_t, part.reshape(nb, g, f // g, positions))
             dcols = dcols.reshape(nb, c, kh, kw, *win.out)
+            if how.algorithm == "im2col-numba":  # folded straight into grad_x, compiled
+                compiled.col2im(dcols, win, grad_x[chunk], how.threads)
+                return
             target = xp.zeros((nb, c, *padded_hw), dtype=grad_out.dtype)
         add_windows(target, dcols, win)
         folded = crop(target, win.pads, (h, w))

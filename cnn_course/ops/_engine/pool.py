@@ -3,6 +3,8 @@
 On a CPU (``plan.algorithm == "windows"``) a pooling layer pads its input (``-inf`` for max
 pooling, zeros for average pooling), copies every window into a contiguous
 (N, C, kh, kw, H_out, W_out) array and reduces it; the samples are split over the threads.
+Max pooling's forward with ``"direct-numba"`` reads the windows in place instead, compiled
+(:func:`.compiled.max_pool`).
 On a GPU (``"kernel"``) one elementwise kernel reads the windows in place (:mod:`.gpu`).
 Max pooling's backward scatters each window's gradient onto its arg-max (compiled, where the
 plan of ``"max_pool2d_backward"`` says ``"scatter-numba"``); average pooling's folds the
@@ -94,7 +96,12 @@ def max_and_arg(x: Array, win: Window, how: Plan) -> tuple[Array, Array]:
         gpu.run("max_pool", (x, lowest), gpu_geometry(x.shape, win), out, arg)
         return out, arg
     kk = win.kernel[0] * win.kernel[1]
-    arg = xp.empty(out.shape, dtype=xp.uint8 if kk <= 256 else xp.int64)
+    arg_dtype = xp.uint8 if kk <= 256 else xp.int64
+    if how.algorithm == "direct-numba" or (
+        how.algorithm == "scatter-numba" and compiled.supports(x.itemsize, False, win)
+    ):  # the backward's arg-max too
+        return compiled.max_pool(x, win, arg_dtype, how.threads)
+    arg = xp.empty(out.shape, dtype=arg_dtype)
 
     def part(s: slice) -> None:
         _first_max(pool_windows(x[s], win, -math.inf), out[s], arg[s])
@@ -105,7 +112,7 @@ def max_and_arg(x: Array, win: Window, how: Plan) -> tuple[Array, Array]:
 
 def window_max(x: Array, win: Window, how: Plan) -> Array:
     """Every window's maximum (N, C, H_out, W_out); on a CPU one reduction of the windows."""
-    if how.algorithm == "kernel":
+    if how.algorithm in ("kernel", "direct-numba"):
         return max_and_arg(x, win, how)[0]
     out = array_module(x).empty((*x.shape[:2], *win.out), dtype=x.dtype)
 
