@@ -894,3 +894,31 @@ def test_the_plan_chooses_the_compiled_max_pooling_only_on_a_cpu(monkeypatch):
         pytest.skip(f"compiled scatter unavailable: {compiled.unavailable()}")
     assert algorithm("max_pool2d_backward") == "scatter-numba"
     assert algorithm("max_pool2d") == "direct-numba"
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(kernel_size=2, stride=2),
+        dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=3, stride=2, ceil_mode=True),
+    ],
+)
+def test_compiled_max_pool_windows_match_torch_at_the_border(torch, monkeypatch, dtype, cfg):
+    """The compiled windows (2x2/2 and 3x3/2) against PyTorch with padding, ceil_mode, ties,
+    NaN and +inf on odd-sized planes, where the border windows take the checked loop; the
+    plan says the compiled path ran."""
+    monkeypatch.delenv(compiled.ENV, raising=False)
+    if compiled.unavailable():
+        pytest.skip(f"compiled max pooling unavailable: {compiled.unavailable()}")
+    x = with_nan_and_inf(3, (2, 3, 9, 7)).astype(dtype)
+    win = P._window("max_pool2d", x, cfg["kernel_size"], cfg["stride"], cfg.get("padding", 0),
+                    1, cfg.get("ceil_mode", False))  # fmt: skip
+    assert P._plan("max_pool2d", x, win).algorithm == "direct-numba"
+    t_out, t_indices = torch.nn.functional.max_pool2d(torch.tensor(x), **cfg, return_indices=True)
+    out, indices = P.max_pool2d(x, **cfg, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(indices, t_indices.numpy())

@@ -18,7 +18,6 @@ is C-contiguous (the caller makes sure); float32 and float64 compile separately,
 
 from __future__ import annotations
 
-import functools
 import os
 
 import numba
@@ -31,8 +30,7 @@ __all__ = [
     "input_grad",
     "weight_grad",
     "col2im",
-    "MAX_POOL_WINDOWS",
-    "max_pool",
+    "MAX_POOL",
     "scatter",
 ]
 
@@ -404,76 +402,81 @@ def col2im(cols, gx, geom):
 # Max pooling: the maximum of every window and its position ``i * kw + j``, read in place.
 
 
-#: Windows (kh, kw, stride_h, stride_w, dilation_h, dilation_w) with a compiled max pooling
-#: kernel (the plan keeps NumPy's for the others): LeNet's and VGG's, and ResNet's stem.
-MAX_POOL_WINDOWS = ((2, 2, 2, 2, 1, 1), (3, 3, 2, 2, 1, 1))
+@_jit
+def _max_border(x, out, arg, n, c, oh, ow, pads, window):
+    """One window of :func:`_max_pool` at the border: positions outside the plane skipped."""
+    kh, kw, sh, sw, dh, dw = window
+    pt, pl = pads
+    h, width = x.shape[2], x.shape[3]
+    best = -np.inf
+    at = 0
+    for i in range(kh):
+        for j in range(kw):
+            ih, iw = oh * sh - pt + i * dh, ow * sw - pl + j * dw
+            if 0 <= ih < h and 0 <= iw < width:
+                v = x[n, c, ih, iw]
+                if v > best or v != v:
+                    best, at = v, i * kw + j
+    out[n, c, oh, ow] = best
+    arg[n, c, oh, ow] = at
 
 
-@functools.cache
-def max_pool(kh, kw, sh, sw, dh, dw):
-    """The max pooling kernel for one window: ``kernel(x, out, arg, pads)`` writes, for
-    every plane of x (N, C, H, W), out[n, c, oh, ow] = the window's maximum and
+@numba.njit(inline="always", error_model="numpy")
+def _max_pool(x, out, arg, pads, kh, kw, sh, sw, dh, dw):
+    """For every plane of x (N, C, H, W): out[n, c, oh, ow] = the window's maximum and
     arg[n, c, oh, ow] its position ``i * kw + j``: the first maximum in row-major window
     order, or the last NaN (a running maximum that every NaN replaces, as PyTorch's);
     positions outside the plane count as -inf (never taken).
 
-    The window's size, stride and dilation are constants of the compiled code, so that LLVM
-    unrolls the window and turns its comparisons into selects: with them as arguments the
-    loop ran several times slower. Windows inside the plane are read without bounds checks
-    (and with unsigned indices, see below); only the border's (padding, ceil_mode) are
-    checked. Compiled once per process and dtype, without the disk cache (numba caches a
-    closure by its source, not by the constants it closes over)."""
+    Inlined into each kernel below (numba's ``inline="always"``), whose literal window then
+    is a constant of the compiled code: LLVM unrolls the window and turns its comparisons
+    into selects (with the window as arguments the loop ran three to ten times slower).
+    Windows inside the plane are read without bounds checks and with unsigned indices (numba
+    adds no negative-index test then); only the border's (padding, ceil_mode) are checked."""
+    pt, pl = pads
+    h, width = x.shape[2], x.shape[3]
+    oh_n, ow_n = out.shape[2], out.shape[3]
+    window = (kh, kw, sh, sw, dh, dw)
+    # the output rows and columns whose whole window lies inside the plane
+    r0, r1 = _span(-pt, sh, h - (kh - 1) * dh, oh_n)
+    c0, c1 = _span(-pl, sw, width - (kw - 1) * dw, ow_n)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for oh in range(oh_n):
+                if not r0 <= oh < r1:
+                    for ow in range(ow_n):
+                        _max_border(x, out, arg, n, c, oh, ow, pads, window)
+                    continue
+                for ow in range(c0):
+                    _max_border(x, out, arg, n, c, oh, ow, pads, window)
+                for ow in range(c1, ow_n):
+                    _max_border(x, out, arg, n, c, oh, ow, pads, window)
+                for ow in range(c0, c1):
+                    best = -np.inf
+                    at = 0
+                    for i in range(kh):
+                        for j in range(kw):
+                            ih = np.uint64(oh * sh - pt + i * dh)
+                            v = x[n, c, ih, np.uint64(ow * sw - pl + j * dw)]
+                            if v > best or v != v:
+                                best, at = v, i * kw + j
+                    out[n, c, oh, ow] = best
+                    arg[n, c, oh, ow] = at
 
-    @numba.njit(nogil=True, error_model="numpy")
-    def border(x, out, arg, n, c, oh, ow, pt, pl):
-        """One window at the border: the positions outside the plane skipped."""
-        h, width = x.shape[2], x.shape[3]
-        best = -np.inf
-        at = 0
-        for i in range(kh):
-            for j in range(kw):
-                ih, iw = oh * sh - pt + i * dh, ow * sw - pl + j * dw
-                if 0 <= ih < h and 0 <= iw < width:
-                    v = x[n, c, ih, iw]
-                    if v > best or v != v:
-                        best, at = v, i * kw + j
-        out[n, c, oh, ow] = best
-        arg[n, c, oh, ow] = at
 
-    @numba.njit(nogil=True, error_model="numpy")
-    def kernel(x, out, arg, pads):
-        pt, pl = pads
-        h, width = x.shape[2], x.shape[3]
-        oh_n, ow_n = out.shape[2], out.shape[3]
-        # the output rows and columns whose whole window lies inside the plane
-        r0, r1 = _span(-pt, sh, h - (kh - 1) * dh, oh_n)
-        c0, c1 = _span(-pl, sw, width - (kw - 1) * dw, ow_n)
-        for n in range(x.shape[0]):
-            for c in range(x.shape[1]):
-                for oh in range(oh_n):
-                    if not r0 <= oh < r1:
-                        for ow in range(ow_n):
-                            border(x, out, arg, n, c, oh, ow, pt, pl)
-                        continue
-                    for ow in range(c0):
-                        border(x, out, arg, n, c, oh, ow, pt, pl)
-                    for ow in range(c1, ow_n):
-                        border(x, out, arg, n, c, oh, ow, pt, pl)
-                    for ow in range(c0, c1):
-                        best = -np.inf
-                        at = 0
-                        for i in range(kh):
-                            for j in range(kw):
-                                # inside the plane: unsigned indices, so numba adds no
-                                # negative-index test (which kept this loop from vectorising)
-                                ih = np.uint64(oh * sh - pt + i * dh)
-                                v = x[n, c, ih, np.uint64(ow * sw - pl + j * dw)]
-                                if v > best or v != v:
-                                    best, at = v, i * kw + j
-                        out[n, c, oh, ow] = best
-                        arg[n, c, oh, ow] = at
+@_jit
+def max_pool_2x2s2(x, out, arg, pads):
+    _max_pool(x, out, arg, pads, 2, 2, 2, 2, 1, 1)
 
-    return kernel
+
+@_jit
+def max_pool_3x3s2(x, out, arg, pads):
+    _max_pool(x, out, arg, pads, 3, 3, 2, 2, 1, 1)
+
+
+#: The compiled max pooling kernels by window (kh, kw, stride_h, stride_w, dilation_h,
+#: dilation_w): LeNet's and VGG's, and ResNet's stem. The plan keeps NumPy's for the others.
+MAX_POOL = {(2, 2, 2, 2, 1, 1): max_pool_2x2s2, (3, 3, 2, 2, 1, 1): max_pool_3x3s2}
 
 
 # The scatter of max pooling's backward: values and index (P, O), out (P, size).

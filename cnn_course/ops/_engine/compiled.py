@@ -15,8 +15,7 @@ passes of strided adds); ``"direct-numba"`` for max pooling's forward with 2x2/2
 windows (each window's maximum and arg-max read in place, instead of copying the windows);
 and ``"scatter-numba"`` for max pooling's backward (each window's gradient added onto its
 arg-max, plane by plane, instead of NumPy's scatter-add over index arrays). CuPy arrays
-never come here. The max pooling kernels are compiled per window at first use, without the
-disk cache (:func:`._numba_kernels.max_pool`).
+never come here.
 
 Threads: the batch is cut into as many parts as the engine has threads (``threadpoolctl``
 limits and ``OMP_NUM_THREADS`` included), and the engine's own pool (:mod:`.threads`) runs
@@ -27,11 +26,10 @@ machine with few cores, take the cores from BLAS's threads (a LeNet epoch on 2 c
 batch. The results do not depend on the thread count: each plane is computed by one thread,
 in one order. A forked child starts a fresh pool (:mod:`.threads`), so it needs no care here.
 
-Compilation: each kernel compiles on its first call for each dtype (seconds, once). All but
-the max pooling kernels are cached on disk (loaded in a fraction of a second) where numba
-finds a writable directory (``__pycache__`` next to the source, else the user's cache
-directory); where none is writable, numba would raise at decoration, so the kernels are
-compiled without a cache.
+Compilation: each kernel compiles on its first call for each dtype (seconds, once), and is
+cached on disk (loaded in a fraction of a second) where numba finds a writable directory
+(``__pycache__`` next to the source, else the user's cache directory); where none is
+writable, numba would raise at decoration, so the kernels are compiled without a cache.
 """
 
 from __future__ import annotations
@@ -98,7 +96,7 @@ def supports(itemsize: int, cupy: bool, max_pool: Window | None = None) -> bool:
     max pooling's forward (``max_pool``: its window) has kernels for a few windows."""
     if cupy or itemsize not in (4, 8) or not enabled():
         return False
-    return max_pool is None or _max_pool_window(max_pool) in _kernels().MAX_POOL_WINDOWS
+    return max_pool is None or _max_pool_window(max_pool) in _kernels().MAX_POOL
 
 
 def _max_pool_window(win: Window) -> tuple[int, ...]:
@@ -189,7 +187,7 @@ def max_pool(x: Array, win: Window, arg_dtype, thread_count: int) -> tuple[Array
     xp = array_module(x)
     out = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
     arg = xp.empty(out.shape, dtype=arg_dtype)
-    kernel = _kernels().max_pool(*_max_pool_window(win))
+    kernel = _kernels().MAX_POOL[_max_pool_window(win)]
     pads = (int(win.pads[0][0]), int(win.pads[1][0]))
     _run(kernel, (x, out, arg, pads), (0, 1, 2), thread_count, x.nbytes)
     return out, arg
