@@ -131,8 +131,8 @@ def parallel(
     thread (no nested parallelism). Runs in the calling thread alone when there is one
     thread, one item, or ``nbytes`` (the work's size) is small.
     """
-    threads = num_threads()
-    if threads == 1 or length < 2 or nbytes < MIN_PARALLEL_BYTES:
+    # the size first: reading the thread count costs a call into BLAS, on every small op
+    if length < 2 or nbytes < MIN_PARALLEL_BYTES or (threads := num_threads()) == 1:
         return [fn(slice(0, length))]
     slices = split(length, threads)
     pool = _executor(threads - 1)

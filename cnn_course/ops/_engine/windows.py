@@ -96,8 +96,8 @@ def crop(xpad: Array, pads: Pads, hw: Sequence[int]) -> Array:
 def copy(dst: Array, src: Array) -> None:
     """``dst[...] = src``, cut along a leading axis over the engine's threads (NumPy
     releases the GIL in a copy)."""
-    if is_cupy_array(dst) or dst.ndim == 0:
-        dst[...] = src
+    if is_cupy_array(dst) or dst.ndim == 0 or dst.nbytes < threads.MIN_PARALLEL_BYTES:
+        dst[...] = src  # one thread: no split to plan
         return
     axis = threads.leading_axis(dst.shape)
     index = (slice(None),) * axis
