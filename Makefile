@@ -105,7 +105,7 @@ grade: $(VENV)/.grade-installed
 # Writes the tables the book shows (chapters 3 and 9): one thread and every core, wall clock,
 # in the same process as PyTorch CPU, as users run. Run it on a quiet machine; commit the JSON.
 bench: setup
-	$(BIN)/cnn-course bench --threads 1,all --repeat 10 --json book/data/bench_cpu.json
+	$(BIN)/cnn-course bench --threads 1,all --repeat 20 --json book/data/bench_cpu.json
 
 # On a CUDA machine: the test-suite on CuPy, then every chapter and exercise notebook with the
 # CuPy backend (what a student gets after setting CNN_COURSE_BACKEND=cupy in Colab).

@@ -255,12 +255,14 @@ def best_times(fns: Sequence[Callable[[], Any]], backend: _Backend, repeat: int)
 
     The functions take turns in rounds (a few calls of one, then of the next), so that all
     of them see the same load on a shared machine; a round of several calls lets the thread
-    pools of the previous library go idle before the timed calls count."""
+    pools of the previous library go idle before the timed calls count. Up to five rounds:
+    a burst of load from elsewhere that outlasts one round still leaves each function the
+    quiet rounds (with three, one burst changed a 2-thread ratio by half)."""
     for fn in fns:
         fn()
     backend.sync()
     best = [math.inf] * len(fns)
-    rounds = max(1, min(3, repeat))
+    rounds = max(1, min(5, repeat // 4))
     per_round = -(-repeat // rounds)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
