@@ -116,14 +116,17 @@ def _c(a: Array) -> Array:
     return xp.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
 
 
-def _run(name, args: tuple, cut: tuple[int, ...], thread_count: int, nbytes: int) -> None:
-    """Run kernel ``name`` (or the kernel itself) on ``args``, the arguments at positions
-    ``cut`` cut along axis 0 (the same cut for all): the parts on the engine's threads, or
-    all at once on this thread with one thread or less than
-    :data:`.threads.MIN_PARALLEL_BYTES` of work."""
+def _kernel(name: str):
+    """The compiled kernel ``name`` (the plan chose this path, so numba imported)."""
     kernels = _kernels()
-    assert not isinstance(kernels, str), kernels  # the plan chose this path: numba imported
-    kernel = getattr(kernels, name) if isinstance(name, str) else name
+    assert not isinstance(kernels, str), kernels
+    return getattr(kernels, name)
+
+
+def _run(kernel, args: tuple, cut: tuple[int, ...], thread_count: int, nbytes: int) -> None:
+    """Run ``kernel`` on ``args``, the arguments at positions ``cut`` cut along axis 0 (the
+    same cut for all): the parts on the engine's threads, or all at once on this thread with
+    one thread or less than :data:`.threads.MIN_PARALLEL_BYTES` of work."""
 
     def part(s: slice) -> None:
         kernel(*(a[s] if i in cut else a for i, a in enumerate(args)))
@@ -137,7 +140,8 @@ def forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
     (N, C, *win.out)."""
     x = _c(x)
     out = array_module(x).empty((*x.shape[:2], *win.out), dtype=x.dtype)
-    _run("forward", (x, _c(weight[:, 0]), out, _geom(win)), (0, 2), thread_count, out.nbytes)
+    args = (x, _c(weight[:, 0]), out, _geom(win))
+    _run(_kernel("forward"), args, (0, 2), thread_count, out.nbytes)
     return out
 
 
@@ -146,7 +150,7 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, thread_coun
     grad_out = _c(grad_out)
     grad_x = array_module(grad_out).empty(tuple(x_shape), dtype=grad_out.dtype)
     args = (grad_out, _c(weight[:, 0]), grad_x, _geom(win))
-    _run("input_grad", args, (0, 2), thread_count, grad_x.nbytes)
+    _run(_kernel("input_grad"), args, (0, 2), thread_count, grad_x.nbytes)
     return grad_x
 
 
@@ -155,7 +159,8 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, thread_cou
     grad_out, x = _c(grad_out), _c(x)
     n, c = x.shape[:2]
     per_sample = array_module(x).empty((n, c, *weight_shape[2:]), dtype=x.dtype)
-    _run("weight_grad", (grad_out, x, per_sample, _geom(win)), (0, 1, 2), thread_count, x.nbytes)
+    args = (grad_out, x, per_sample, _geom(win))
+    _run(_kernel("weight_grad"), args, (0, 1, 2), thread_count, x.nbytes)
     return per_sample.reshape(n, *weight_shape).sum(axis=0)
 
 
@@ -165,7 +170,7 @@ def col2im(cols: Array, win: Window, out: Array, thread_count: int) -> None:
     the padding are dropped): the fold of a convolution's input gradient."""
     if not out.flags.c_contiguous:
         raise ValueError("col2im: out must be C-contiguous (it is written in place)")
-    _run("col2im", (_c(cols), out, _geom(win)), (0, 1), thread_count, out.nbytes)
+    _run(_kernel("col2im"), (_c(cols), out, _geom(win)), (0, 1), thread_count, out.nbytes)
 
 
 def scatter_add(values: Array, index: Array, size: int, thread_count: int) -> Array:
@@ -175,7 +180,7 @@ def scatter_add(values: Array, index: Array, size: int, thread_count: int) -> Ar
     values = _c(values)
     index = array_module(index).ascontiguousarray(index, dtype="int64")
     out = array_module(values).empty((len(values), size), dtype=values.dtype)
-    _run("scatter", (values, index, out), (0, 1, 2), thread_count, out.nbytes)
+    _run(_kernel("scatter"), (values, index, out), (0, 1, 2), thread_count, out.nbytes)
     return out
 
 
@@ -187,7 +192,7 @@ def max_pool(x: Array, win: Window, arg_dtype, thread_count: int) -> tuple[Array
     xp = array_module(x)
     out = xp.empty((*x.shape[:2], *win.out), dtype=x.dtype)
     arg = xp.empty(out.shape, dtype=arg_dtype)
-    kernel = _kernels().MAX_POOL[_max_pool_window(win)]
+    kernel = _kernel("MAX_POOL")[_max_pool_window(win)]
     pads = (int(win.pads[0][0]), int(win.pads[1][0]))
     _run(kernel, (x, out, arg, pads), (0, 1, 2), thread_count, x.nbytes)
     return out, arg

@@ -21,9 +21,8 @@ Algorithms
     Chosen for every depthwise layer on a CPU in float32/float64 (any stride) when numba
     imports and ``CNN_COURSE_NUMBA`` is not ``0``; otherwise ``"direct"`` (or im2col). For
     max pooling's forward (``op="max_pool2d"``) with 2x2/2 or 3x3/2 windows (no dilation),
-    under the same
-    conditions: each window's maximum and arg-max read in place by a compiled loop, instead
-    of ``"windows"``.
+    under the same conditions: each window's maximum and arg-max read in place by a
+    compiled loop, instead of ``"windows"``.
 ``"im2col-numba"``
     A per-sample input gradient (``op="conv2d_input_grad"``) as im2col's: the GEMMs give
     the column gradient, and a compiled loop (:func:`.compiled.col2im`) adds it back onto

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from cnn_course._types import Array
 from cnn_course.backend import array_module
 from cnn_course.ops._engine import compiled, gpu, threads
+from cnn_course.ops._engine import plan as plans
 from cnn_course.ops._engine.plan import Plan
 from cnn_course.ops._engine.windows import Window, add_windows, copy, copy_blocks, crop, pad
 from cnn_course.ops._engine.windows import windows as window_view
@@ -97,9 +98,7 @@ def max_and_arg(x: Array, win: Window, how: Plan) -> tuple[Array, Array]:
         return out, arg
     kk = win.kernel[0] * win.kernel[1]
     arg_dtype = xp.uint8 if kk <= 256 else xp.int64
-    if how.algorithm == "direct-numba" or (
-        how.algorithm == "scatter-numba" and compiled.supports(x.itemsize, False, win)
-    ):  # the backward's arg-max too
+    if how.algorithm == "direct-numba":
         return compiled.max_pool(x, win, arg_dtype, how.threads)
     arg = xp.empty(out.shape, dtype=arg_dtype)
 
@@ -171,7 +170,9 @@ def max_pool_backward(
 
     if indices is not None:
         return scatter(indices.reshape(n, c, -1), h * w).reshape(x.shape)
-    _, arg = max_and_arg(x, win, how)
+    # the arg-max searched as the forward searches it: the forward's plan says how
+    forward = plans.plan("max_pool2d", x.shape, win, c, x.itemsize, how.backend == "cupy")
+    _, arg = max_and_arg(x, win, forward)
     if how.algorithm == "kernel":
         return _gpu_backward(grad_out.astype(x.dtype, copy=False), arg, x.shape, win)
     hp, wp = win.padded_hw((h, w))
