@@ -22,6 +22,7 @@ __all__ = [
     "require_same_backend",
     "require_same_dtype",
     "require_number",
+    "require_flag",
     "require_grad_out",
 ]
 
@@ -75,6 +76,12 @@ def require_float(x: Any, name: str, op: str, ndim: int | None = None) -> None:
             f"{op}: {name} must have a floating-point dtype, got {x.dtype} "
             f"(convert with {name}.astype(np.float32))"
         )
+
+
+def require_flag(value: Any, name: str, op: str) -> None:
+    """``value`` is True or False (a bool, not a truthy object)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 
 def require_same_backend(op: str, **arrays: Any) -> None:

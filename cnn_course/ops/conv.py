@@ -29,6 +29,7 @@ from typing import Any
 from cnn_course._checks import (
     nonnegative_pair,
     positive_pair,
+    require_flag,
     require_float,
     require_grad_out,
     require_same_backend,
@@ -508,6 +509,7 @@ def conv2d_backward(
     win = _conv_setup(op, x, weight, None, stride, padding, dilation, groups)
     f = weight.shape[0]
     require_grad_out(op, grad_out, (x.shape[0], f, *win.out), like=x, same_dtype=True)
+    require_flag(input_grad, "input_grad", op)
     return (
         engine.input_grad(grad_out, weight, win, x.shape, _plan("conv2d_input_grad", x, win, f))
         if input_grad
@@ -734,6 +736,7 @@ def conv_transpose2d_backward(
         op, x, weight, None, stride, padding, output_padding, groups, dilation
     )
     require_grad_out(op, grad_out, out_shape, like=x, same_dtype=True)
+    require_flag(input_grad, "input_grad", op)
     f = weight.shape[0]
     return (
         engine.forward(grad_out, weight, win, _plan("conv2d", grad_out, win, f))

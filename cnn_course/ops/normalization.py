@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cnn_course._checks import (
+    require_flag,
     require_float,
     require_grad_out,
     require_number,
@@ -83,11 +84,6 @@ def _check_running(op: str, x: Any, running_mean: Any, running_var: Any, momentu
     momentum = require_number(momentum, "momentum", op)
     if not 0 <= momentum <= 1:
         raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum}")
-
-
-def _check_flag(op: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 
 def _check_count(op: str, count: int, what: str, x: Any) -> None:
@@ -240,7 +236,7 @@ def _check_running_norm(
     name, use_batch_stats = flag
     per_instance = name == "use_input_stats"
     _check_x(op, x, 3 if per_instance else 2)
-    _check_flag(op, name, use_batch_stats)
+    require_flag(use_batch_stats, name, op)
     _check_running(op, x, running_mean, running_var, momentum)
     _check_arrays(op, x, (x.shape[1],), weight=weight, bias=bias)
     if use_batch_stats and per_instance:

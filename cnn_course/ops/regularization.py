@@ -21,6 +21,7 @@ from typing import Any
 
 from cnn_course._checks import (
     require_array,
+    require_flag,
     require_float,
     require_grad_out,
     require_number,
@@ -62,8 +63,7 @@ def dropout_mask(
 def _check_dropout(op: str, x: Any, p: Any, training: Any, mask: Any) -> float:
     require_float(x, "x", op)
     p = _check_p(op, p)
-    if not isinstance(training, bool):
-        raise TypeError(f"{op}: training must be True or False, got {training!r}")
+    require_flag(training, "training", op)
     if mask is not None:
         require_array(mask, "mask", op)
         require_same_backend(op, x=x, mask=mask)

@@ -1118,3 +1118,12 @@ def test_compiled_fold_matches_the_numpy_fold_and_torch(torch, rng, monkeypatch,
     ).backward(torch.tensor(grad_out))
     oracle_tol = 1e-4 if dtype == "float32" else 1e-10
     assert_close(fast, tx.grad.numpy(), rtol=oracle_tol, atol=oracle_tol)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_backward_rejects_an_input_grad_that_is_not_a_bool(rng, name):
+    x = rng.standard_normal((1, 2, 5, 5))
+    weight = rng.standard_normal((2, 2, 3, 3))
+    grad_out = rng.standard_normal(getattr(C, name)(x, weight).shape)
+    with pytest.raises(TypeError, match="input_grad must be True or False, got 'no'"):
+        getattr(C, f"{name}_backward")(grad_out, x, weight, input_grad="no")
