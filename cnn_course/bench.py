@@ -120,6 +120,9 @@ class Target:
 
 
 # sizes keep a full CPU run (both thread counts) to a few minutes
+#: Seconds without work before each round of timed calls, with more than one thread.
+SETTLE_S = 0.2
+
 CONV_SHAPES = [
     ConvShape("ResNet 3x3, 64 ch, 56x56", 8, 64, 56, 56, 64, 3, 1, 1),
     ConvShape("ResNet 3x3, 128 ch, 28x28", 8, 128, 28, 28, 128, 3, 1, 1),
@@ -257,15 +260,24 @@ def best_times(fns: Sequence[Callable[[], Any]], backend: _Backend, repeat: int)
     of them see the same load on a shared machine; a round of several calls lets the thread
     pools of the previous library go idle before the timed calls count. Up to five rounds:
     a burst of load from elsewhere that outlasts one round still leaves each function the
-    quiet rounds (with three, one burst changed a 2-thread ratio by half)."""
+    quiet rounds (with three, one burst changed a 2-thread ratio by half).
+
+    With more than one thread, each round starts after :data:`SETTLE_S` without work: the
+    threads of the library timed just before (OpenBLAS's spin for about 0.1 s after each
+    GEMM, waiting for the next) would otherwise hold cores that the function timed next
+    needs. Measured on 2 cores, a convolution right after a GEMM ran 1.9 times as long for
+    0.1 s, PyTorch's as well as ours; a loop that calls one function sees no such threads.
+    """
     for fn in fns:
         fn()
     backend.sync()
     best = [math.inf] * len(fns)
     rounds = max(1, min(5, repeat // 4))
     per_round = -(-repeat // rounds)
+    settle = SETTLE_S if engine_threads.num_threads() > 1 else 0.0
     for _ in range(rounds):
         for i, fn in enumerate(fns):
+            time.sleep(settle)
             for _ in range(per_round):
                 start = backend.clock()
                 fn()

@@ -534,7 +534,8 @@ def conv2d_workspace_bytes(
     Returns ``{"columns": bytes of the whole batch's column matrix (C*kh*kw, N*H_out*W_out),
     "peak": bytes the forward pass holds at once}``. The forward pass works on batch chunks
     within :data:`COLUMN_BUDGET_BYTES` (one sample at least) and, for per-sample GEMMs, on
-    cache-sized tiles of output rows; ``peak`` counts one tile's columns plus the
+    cache-sized tiles of output rows; ``peak`` counts one tile's columns (one per thread
+    where the plan runs whole tiles side by side, see :func:`conv2d_plan`) plus the
     column-shifted copy of the chunk they are gathered from (see
     :func:`cnn_course.ops._engine.windows.windows`). A 1x1
     kernel with stride 1 and no padding gathers nothing when GEMMs run per sample. The

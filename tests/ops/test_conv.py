@@ -822,16 +822,62 @@ def test_work_split_over_threads_gives_the_same_result(rng, monkeypatch, case, d
     with threads.limit(1):
         serial = run()
     monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 0)
     with threads.limit(3):
         how = C.conv2d_plan(x.shape, weight.shape, s, p, d, g, 8)
         assert {plan.threads for plan in how.values()} == {3}
-        # LeNet-sized GEMMs are too small for BLAS to split: the tiles run side by side
+        # per-sample GEMMs with a tile for every thread: whole tiles side by side
         if how["forward"].layout == "per-sample":
             assert how["forward"].split == "tiles"
         split = run()
     for a, b in zip(serial, split, strict=True):
         np.testing.assert_array_equal(a, b)
     assert_close(split[0], out)
+
+
+def test_gemm_regions_run_blas_on_one_thread_and_give_its_threads_back(monkeypatch):
+    """Whole tiles side by side run each GEMM on one BLAS thread (BLAS's own threads would
+    spin beside the engine's); the count comes back when the last region ends, also after
+    an error and with two regions overlapping in two threads."""
+    lib = threads._blas_controller()
+    if not lib:
+        pytest.skip("threadpoolctl does not know this BLAS: the engine cannot set its threads")
+    monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 0)
+    before = lib.get_num_threads()
+    lib.set_num_threads(2)
+    try:
+        seen = []
+
+        def tile(s: slice) -> None:
+            seen.append((lib.get_num_threads(), threads.num_threads()))
+
+        with threads.limit(2):
+            threads.parallel(tile, 2, macs=1)
+            assert threads.num_threads() == 2  # inside a region, BLAS's count to come back
+        assert seen == [(1, 1), (1, 1)]
+        assert lib.get_num_threads() == 2
+
+        def fail(s: slice) -> None:
+            raise RuntimeError("a tile failed")
+
+        with threads.limit(2), pytest.raises(RuntimeError, match="a tile failed"):
+            threads.parallel(fail, 2, macs=1)
+        assert lib.get_num_threads() == 2
+
+        def region() -> None:
+            with threads.limit(2):
+                threads.parallel(tile, 2, macs=1)
+
+        seen.clear()
+        with threads._blas_single_threaded():  # a region open in this thread...
+            other = threading.Thread(target=region)
+            other.start()  # ...while another opens and closes one
+            other.join(timeout=10)
+            assert seen == [(1, 1), (1, 1)]
+            assert lib.get_num_threads() == 1  # the first region is still open
+        assert lib.get_num_threads() == 2
+    finally:
+        lib.set_num_threads(before)
 
 
 def test_thread_count_follows_the_environment(monkeypatch):

@@ -59,24 +59,24 @@ def _batch_columns(x: Array, win: Window, how: Plan) -> Array:
     return cols.reshape(win.groups, rows, -1)
 
 
-def _per_sample_tiles(x: Array, win: Window, how: Plan, work) -> None:
+def _per_sample_tiles(x: Array, win: Window, how: Plan, filters: int, work) -> None:
     """Call ``work(batch, rows, cols, k)`` for every cache-sized tile of the columns of
-    ``x``, for per-sample GEMMs: ``batch`` a slice of the samples, ``rows`` of the output
-    rows, ``cols`` their columns (nb, G, C/G*kh*kw, rows*W_out), ``k`` the tile's number.
+    ``x``, for per-sample GEMMs with ``filters`` (F/G) rows: ``batch`` a slice of the
+    samples, ``rows`` of the output rows, ``cols`` their columns (nb, G, C/G*kh*kw,
+    rows*W_out), ``k`` the tile's number.
 
     With ``how.split == "copies"`` the tiles come one after another, each gathered by a copy
     cut over the threads into one buffer (fresh memory for each tile would cost page faults,
     a third of the GEMM's time on large layers), so a tile is valid only during its call.
-    With ``"tiles"`` (GEMMs too small for BLAS to split) the threads take whole tiles, each
-    into its own buffer. The tiles, and so the numbering ``k``, are the plan's, whatever the
+    With ``"tiles"`` the threads take whole tiles, each into its own buffer, and each GEMM
+    runs on one BLAS thread. The tiles, and so the numbering ``k``, are the plan's, whatever the
     thread count. A pointwise kernel (``how.algorithm == "gemm"``) passes views of ``x``.
     """
-    xp = array_module(x)
     rows_per_group = x.shape[1] // win.groups * win.kernel[0] * win.kernel[1]
     count = 0
     for chunk in how.chunks(x.shape[0]):
-        xpad = pad(x[chunk], win.pads)
         if how.algorithm == "gemm":
+            xpad = pad(x[chunk], win.pads)
             work(
                 chunk,
                 slice(0, win.out[0]),
@@ -85,26 +85,37 @@ def _per_sample_tiles(x: Array, win: Window, how: Plan, work) -> None:
             )
             count += 1
             continue
-        view = window_view(xpad, win, "abijhw")
-        tiles = how.tiles(len(xpad), win.out[0])
-        size = view[tiles[0][0], :, :, :, tiles[0][1]].size  # the first tile is the largest
+        tiles = how.tiles(chunk.stop - chunk.start, win.out[0])
 
-        def run(s: slice, view=view, tiles=tiles, chunk=chunk, first=count, size=size) -> None:
-            buffer = xp.empty(size, dtype=x.dtype)
+        def run(s: slice, tiles=tiles, chunk=chunk, first=count) -> None:
+            # the padding and the column shifts of this share's samples only: made by the
+            # thread that gathers them, not by the caller before the threads start
+            low, high = tiles[s.start][0].start, tiles[s.stop - 1][0].stop
+            start = chunk.start + low
+            view = window_view(pad(x[start : chunk.start + high], win.pads), win, "abijhw")
+            size = view[: tiles[0][0].stop - tiles[0][0].start, :, :, :, tiles[0][1]].size
+            buffer = array_module(x).empty(size, dtype=x.dtype)  # the first tile: largest
             for k in range(s.start, s.stop):
                 samples, rows = tiles[k]
-                part = view[samples, :, :, :, rows]  # (nb, C, kh, kw, rows, OW)
-                cols = buffer[: part.size].reshape(part.shape)
+                part = view[samples.start - low : samples.stop - low, :, :, :, rows]
+                cols = buffer[: part.size].reshape(part.shape)  # (nb, C, kh, kw, rows, OW)
                 copy_blocks(cols, part, 2)
                 batch = slice(chunk.start + samples.start, chunk.start + samples.stop)
                 cols = cols.reshape(len(part), win.groups, rows_per_group, -1)
                 work(batch, rows, cols, first + k)
 
         if how.split == "tiles":
-            threads.parallel(run, len(tiles), how.column_bytes * len(xpad))
+            nb = chunk.stop - chunk.start
+            threads.parallel(run, len(tiles), macs=_macs(how, filters, nb, x.itemsize))
         else:
             run(slice(0, len(tiles)))
         count += len(tiles)
+
+
+def _macs(how: Plan, filters: int, samples: int, itemsize: int) -> int:
+    """Multiply-accumulates of the GEMMs over ``samples`` samples' columns with ``filters``
+    filters (F/G) per group."""
+    return filters * how.column_bytes // itemsize * samples
 
 
 def _grad_matrix(grad_out: Array, groups: int) -> Array:
@@ -137,7 +148,7 @@ def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
             target = out[samples, :, rows].reshape(len(cols), g, f // g, -1)
             xp.matmul(w3, cols, out=target)  # writes NCHW in place
 
-        _per_sample_tiles(x, win, how, gemm)
+        _per_sample_tiles(x, win, how, f // g, gemm)
         return out
     for chunk in how.chunks(n):
         res = xp.matmul(w3, _batch_columns(x[chunk], win, how))
@@ -165,7 +176,7 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, how: Plan)
             else:
                 grad_w[...] += term
 
-        _per_sample_tiles(x, win, how, gemm)
+        _per_sample_tiles(x, win, how, f // g, gemm)
         for k in sorted(sums):
             grad_w += sums[k]
         return grad_w.reshape(weight_shape)
@@ -223,8 +234,8 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, how: Plan) 
         folded = crop(target, win.pads, (h, w))
         copy(grad_x[chunk], folded.transpose(1, 0, 2, 3) if batch_last else folded)
 
-    if how.split == "tiles":  # chunks side by side: GEMMs too small for BLAS to split
-        threads.parallel(fold, len(chunks), how.column_bytes * n)
+    if how.split == "tiles":  # whole chunks side by side, each GEMM on one BLAS thread
+        threads.parallel(fold, len(chunks), macs=_macs(how, f // g, n, grad_out.itemsize))
     else:
         fold(slice(0, len(chunks)))
     return grad_x
@@ -245,6 +256,8 @@ def workspace_bytes(x_shape: Sequence[int], win: Window, out_channels: int, item
     tile_samples, tile_rows = how.tiles(samples, win.out[0])[0]
     tile = per_sample * (tile_samples.stop - tile_samples.start)
     tile = tile * (tile_rows.stop - tile_rows.start) // win.out[0]
+    if how.split == "tiles":  # whole tiles side by side: one tile's columns per thread
+        tile *= how.threads
     return {"columns": per_sample * n, "peak": tile + shifted * samples}
 
 

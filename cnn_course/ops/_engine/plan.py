@@ -37,9 +37,17 @@ Algorithms
     onto the arg-max positions by a compiled loop (:mod:`.compiled`) where numba is on;
     otherwise ``"windows"`` (NumPy's scatter-add).
 
-Split (how the threads share the work): ``"copies"``, each copy and elementwise pass is cut
-over the threads and each GEMM runs on BLAS's threads; ``"tiles"``, for per-sample GEMMs too
-small for BLAS to split (LeNet's layers), whole tiles (gather and GEMM) run side by side.
+Split (how the threads share the work): ``"tiles"``, for per-sample GEMMs where every thread
+gets a tile and the call's GEMMs hold at least :data:`.threads.MIN_PARALLEL_MACS`
+multiply-accumulates: whole tiles (the padding, gather and GEMM; for the input gradient,
+whole chunks and their fold) run side by side, each GEMM on one BLAS thread
+(:func:`.threads.parallel` with ``macs``). Otherwise ``"copies"``: the tiles one after
+another, each copy and elementwise pass cut over the threads (when large), each GEMM on
+BLAS's threads. Measured on 2 cores, the strided 3x3/2 layer of the benchmark took 12 to 14
+ms as ``"copies"`` and 6.4 ms as ``"tiles"`` (its GEMM alone: 5.0 ms): the padding and the
+gathers of small tiles ran on one core, and BLAS's threads, spinning after each GEMM, held
+the cores the copies' threads waited for. LeNet's layers (15 million multiply-accumulates or
+fewer at batch 64) stay on one thread: split, they ran slower.
 
 Layouts (of the im2col GEMMs): ``"per-sample"``, (F, C*kh*kw) @ (C*kh*kw, L) per sample,
 written straight into NCHW, when there are at least as many output positions L as filters F
@@ -62,9 +70,6 @@ COLUMN_BUDGET_BYTES = 256 * 2**20
 #: Per-sample GEMMs take their columns in tiles (whole samples, or a few output rows of one
 #: sample) of at most this size, so each tile is multiplied while it is still in cache.
 CACHE_TILE_BYTES = 2 * 2**20
-#: OpenBLAS runs a GEMM of fewer multiply-accumulates (m*n*k) than this on one thread
-#: (``SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD``): such GEMMs run side by side instead.
-BLAS_SINGLE_THREAD_MACS = 65536 * 4
 #: Planes per step of the depthwise loops: the accumulator of this many output bytes stays in
 #: cache across the kh*kw taps (measured fastest near 256 KiB on a 2 MiB L2).
 DEPTHWISE_STEP_BYTES = 256 * 2**10
@@ -178,10 +183,16 @@ def plan(
         tile_samples, tile_rows = 1, max(1, CACHE_TILE_BYTES * oh // column_bytes)
     else:
         tile_samples, tile_rows = max(1, CACHE_TILE_BYTES // max(column_bytes, 1)), oh
-    gemm_macs = out_channels // win.groups * column_bytes // itemsize // win.groups
-    small = per_sample and gemm_macs < BLAS_SINGLE_THREAD_MACS
-    # the tiles do not depend on the thread count, so neither do the sums over them
-    split = "tiles" if small and cpu_threads > 1 else "copies"
+    # whole tiles side by side, each GEMM on one BLAS thread, wherever every thread gets a
+    # tile and the GEMMs are large enough to pay for the hand-offs; the tiles do not depend
+    # on the thread count, so neither do the sums over them
+    if op == "conv2d_input_grad":  # the input gradient folds whole chunks side by side
+        units = -(-n // chunk)
+    else:
+        units = -(-min(n, chunk) // tile_samples) * -(-oh // tile_rows)
+    macs = out_channels // win.groups * column_bytes // itemsize * n
+    side_by_side = units >= cpu_threads > 1 and macs >= threads.MIN_PARALLEL_MACS
+    split = "tiles" if per_sample and side_by_side else "copies"
     return Plan(
         op,
         backend,
