@@ -38,9 +38,11 @@ __all__ = ["num_threads", "limit", "parallel", "split", "MIN_PARALLEL_BYTES", "M
 #: 5 MiB of columns) ran slower split over the threads, with BLAS's threads beside them.
 MIN_PARALLEL_BYTES = 8 * 2**20
 #: GEMM work (multiply-accumulates) below this runs in the calling thread, on BLAS's threads.
-#: Measured on 2 cores (forward, whole tiles side by side against one after another): 15, 31
-#: and 50 million were slower split (LeNet's C3 at batch 64: 0.55 against 0.51 ms), 61 and
-#: 100 million faster (1.7 against 2.0 ms, 1.7 against 2.3 ms).
+#: Measured on 2 cores, forward passes with whole tiles side by side against one after
+#: another: from 15 to 50 million, three of four layers ran slower split (LeNet's C3 at
+#: batch 64: 0.55 against 0.51 ms; timed as the benchmark times, 0.62 to 0.78 against 0.51
+#: to 0.54 ms), one faster (1.30 against 1.40 ms); at 61 and 100 million, split was faster
+#: (1.7 against 2.0 ms, 1.7 against 2.3 ms).
 MIN_PARALLEL_MACS = 64 * 2**20
 
 _ENV = ("CNN_COURSE_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
