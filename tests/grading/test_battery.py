@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -137,7 +138,9 @@ def test_printed_fake_score_is_ignored(tmp_path, capsys):
     argv = [str(submission), "--seed", str(SEED), "--exercise", "conv_output_size"]
     assert cli.main([*argv, "--no-notebooks", "--json", str(report_file)]) == 0
     out = capsys.readouterr().out
-    assert "## Exercise score: 0 / 4" in out and "132" not in out
+    # the report's SHA-256 digests may hold "132" by chance (one run in about 70): not a score
+    words = re.sub(r"\b[0-9a-f]{64}\b", "<digest>", out)
+    assert "## Exercise score: 0 / 4" in out and "132" not in words
     assert '"total": 0' in report_file.read_text()
 
 
