@@ -907,6 +907,14 @@ def test_the_plan_decides_each_path_by_hand(monkeypatch):
     assert plans((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["forward"] == ("im2col", "per-sample")
     # 7x7 = 49 positions < 512 filters: one GEMM over the batch widens the narrow side
     assert plans((8, 512, 7, 7), (512, 512, 3, 3), padding=1)["forward"][1] == "batch-last"
+    # LeNet's C3: 100 positions < 150 rows and a small layer, so its weight gradient sums
+    # over the whole batch in one GEMM; C1 (784 positions > 25 rows) keeps per-sample GEMMs
+    c3 = plans((64, 6, 14, 14), (16, 6, 5, 5))
+    assert (c3["forward"], c3["weight_grad"]) == (
+        ("im2col", "per-sample"),
+        ("im2col", "batch-last"),
+    )
+    assert plans((64, 1, 32, 32), (6, 1, 5, 5))["weight_grad"] == ("im2col", "per-sample")
     # a 1x1 layer is a pure GEMM (no copy); with stride 2 it needs its columns
     assert set(plans((8, 256, 56, 56), (64, 256, 1, 1)).values()) == {("gemm", "per-sample")}
     assert plans((8, 256, 56, 56), (64, 256, 1, 1), stride=2)["forward"][0] == "im2col"
