@@ -842,7 +842,6 @@ def test_gemm_regions_run_blas_on_one_thread_and_give_its_threads_back(monkeypat
     lib = threads._blas_controller()
     if not lib:
         pytest.skip("threadpoolctl does not know this BLAS: the engine cannot set its threads")
-    monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 0)
     before = lib.get_num_threads()
     lib.set_num_threads(2)
     try:
@@ -852,7 +851,7 @@ def test_gemm_regions_run_blas_on_one_thread_and_give_its_threads_back(monkeypat
             seen.append((lib.get_num_threads(), threads.num_threads()))
 
         with threads.limit(2):
-            threads.parallel(tile, 2, macs=1)
+            threads.parallel(tile, 2, gemms=True)
             assert threads.num_threads() == 2  # inside a region, BLAS's count to come back
         assert seen == [(1, 1), (1, 1)]
         assert lib.get_num_threads() == 2
@@ -861,12 +860,12 @@ def test_gemm_regions_run_blas_on_one_thread_and_give_its_threads_back(monkeypat
             raise RuntimeError("a tile failed")
 
         with threads.limit(2), pytest.raises(RuntimeError, match="a tile failed"):
-            threads.parallel(fail, 2, macs=1)
+            threads.parallel(fail, 2, gemms=True)
         assert lib.get_num_threads() == 2
 
         def region() -> None:
             with threads.limit(2):
-                threads.parallel(tile, 2, macs=1)
+                threads.parallel(tile, 2, gemms=True)
 
         seen.clear()
         with threads._blas_single_threaded():  # a region open in this thread...

@@ -59,18 +59,17 @@ def _batch_columns(x: Array, win: Window, how: Plan) -> Array:
     return cols.reshape(win.groups, rows, -1)
 
 
-def _per_sample_tiles(x: Array, win: Window, how: Plan, filters: int, work) -> None:
+def _per_sample_tiles(x: Array, win: Window, how: Plan, work) -> None:
     """Call ``work(batch, rows, cols, k)`` for every cache-sized tile of the columns of
-    ``x``, for per-sample GEMMs with ``filters`` (F/G) rows: ``batch`` a slice of the
-    samples, ``rows`` of the output rows, ``cols`` their columns (nb, G, C/G*kh*kw,
-    rows*W_out), ``k`` the tile's number.
+    ``x``, for per-sample GEMMs: ``batch`` a slice of the samples, ``rows`` of the output
+    rows, ``cols`` their columns (nb, G, C/G*kh*kw, rows*W_out), ``k`` the tile's number.
 
     With ``how.split == "copies"`` the tiles come one after another, each gathered by a copy
     cut over the threads into one buffer (fresh memory for each tile would cost page faults,
     a third of the GEMM's time on large layers), so a tile is valid only during its call.
     With ``"tiles"`` the threads take whole tiles, each into its own buffer, and each GEMM
-    runs on one BLAS thread. The tiles, and so the numbering ``k``, are the plan's, whatever the
-    thread count. A pointwise kernel (``how.algorithm == "gemm"``) passes views of ``x``.
+    runs on one BLAS thread. The tiles, and so the numbering ``k``, are the plan's, whatever
+    the thread count. A pointwise kernel (``how.algorithm == "gemm"``) passes views of ``x``.
     """
     rows_per_group = x.shape[1] // win.groups * win.kernel[0] * win.kernel[1]
     count = 0
@@ -105,17 +104,10 @@ def _per_sample_tiles(x: Array, win: Window, how: Plan, filters: int, work) -> N
                 work(batch, rows, cols, first + k)
 
         if how.split == "tiles":
-            nb = chunk.stop - chunk.start
-            threads.parallel(run, len(tiles), macs=_macs(how, filters, nb, x.itemsize))
+            threads.parallel(run, len(tiles), gemms=True)
         else:
             run(slice(0, len(tiles)))
         count += len(tiles)
-
-
-def _macs(how: Plan, filters: int, samples: int, itemsize: int) -> int:
-    """Multiply-accumulates of the GEMMs over ``samples`` samples' columns with ``filters``
-    filters (F/G) per group."""
-    return filters * how.column_bytes // itemsize * samples
 
 
 def _grad_matrix(grad_out: Array, groups: int) -> Array:
@@ -148,7 +140,7 @@ def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
             target = out[samples, :, rows].reshape(len(cols), g, f // g, -1)
             xp.matmul(w3, cols, out=target)  # writes NCHW in place
 
-        _per_sample_tiles(x, win, how, f // g, gemm)
+        _per_sample_tiles(x, win, how, gemm)
         return out
     for chunk in how.chunks(n):
         res = xp.matmul(w3, _batch_columns(x[chunk], win, how))
@@ -176,7 +168,7 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, how: Plan)
             else:
                 grad_w[...] += term
 
-        _per_sample_tiles(x, win, how, f // g, gemm)
+        _per_sample_tiles(x, win, how, gemm)
         for k in sorted(sums):
             grad_w += sums[k]
         return grad_w.reshape(weight_shape)
@@ -235,7 +227,7 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, how: Plan) 
         copy(grad_x[chunk], folded.transpose(1, 0, 2, 3) if batch_last else folded)
 
     if how.split == "tiles":  # whole chunks side by side, each GEMM on one BLAS thread
-        threads.parallel(fold, len(chunks), macs=_macs(how, f // g, n, grad_out.itemsize))
+        threads.parallel(fold, len(chunks), gemms=True)
     else:
         fold(slice(0, len(chunks)))
     return grad_x

@@ -41,7 +41,7 @@ Split (how the threads share the work): ``"tiles"``, for per-sample GEMMs where 
 gets a tile and the call's GEMMs hold at least :data:`.threads.MIN_PARALLEL_MACS`
 multiply-accumulates: whole tiles (the padding, gather and GEMM; for the input gradient,
 whole chunks and their fold) run side by side, each GEMM on one BLAS thread
-(:func:`.threads.parallel` with ``macs``). Otherwise ``"copies"``: the tiles one after
+(:func:`.threads.parallel` with ``gemms``). Otherwise ``"copies"``: the tiles one after
 another, each copy and elementwise pass cut over the threads (when large), each GEMM on
 BLAS's threads. Measured on 2 cores, the strided 3x3/2 layer of the benchmark took 12 to 14
 ms as ``"copies"`` and 6.4 ms as ``"tiles"`` (its GEMM alone: 5.0 ms): the padding and the

@@ -16,9 +16,10 @@ at most the environment's: ``CNN_COURSE_NUM_THREADS``, else ``OMP_NUM_THREADS`` 
 GEMMs side by side: work made of many small GEMMs (a convolution's tiles) runs faster as
 whole tiles on the engine's threads, each GEMM on one BLAS thread, than as one tile after
 another on BLAS's threads with the copies between them cut over the engine's. ``parallel(...,
-macs=...)`` does that: for the duration it sets BLAS to one thread (process-wide; the last
+gemms=True)`` does that: for the duration it sets BLAS to one thread (process-wide; the last
 such region to end restores the count), so that BLAS's own threads stay asleep instead of
-spinning beside the engine's on the same cores.
+spinning beside the engine's on the same cores. Whether GEMM work is large enough to split
+(:data:`MIN_PARALLEL_MACS`) is the plan's decision (:mod:`.plan`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ __all__ = ["num_threads", "limit", "parallel", "split", "MIN_PARALLEL_BYTES", "M
 #: no faster on two threads than on one (16 MiB: 1.6 times faster); LeNet's layers (3.8 and
 #: 5 MiB of columns) ran slower split over the threads, with BLAS's threads beside them.
 MIN_PARALLEL_BYTES = 8 * 2**20
-#: GEMM work (multiply-accumulates) below this runs in the calling thread, on BLAS's threads.
+#: GEMM work (multiply-accumulates) below this runs in the calling thread, on BLAS's threads
+#: (the plan's ``split``).
 #: Measured on 2 cores, forward passes with whole tiles side by side against one after
 #: another: from 15 to 50 million, three of four layers ran slower split (LeNet's C3 at
 #: batch 64: 0.55 against 0.51 ms; timed as the benchmark times, 0.62 to 0.78 against 0.51
@@ -85,7 +87,7 @@ def _blas_controller() -> Any:
 
 def _blas() -> int | None:
     """Threads NumPy's BLAS uses now (None where ``threadpoolctl`` cannot tell); inside a
-    :func:`parallel` region with ``macs``, the count it will get back."""
+    :func:`parallel` region with ``gemms``, the count it will get back."""
     lib = _blas_controller()
     if not lib:
         return None
@@ -175,23 +177,23 @@ def parallel(
     length: int,
     nbytes: int = MIN_PARALLEL_BYTES,
     *,
-    macs: int | None = None,
+    gemms: bool = False,
 ) -> list[Any]:
     """``[fn(s) for s in split(length, threads)]``, the slices run on the pool's threads.
 
     ``fn`` must write disjoint outputs for disjoint slices; inside it the engine runs on one
     thread (no nested parallelism). Runs in the calling thread alone when there is one
-    thread, one item, or ``nbytes`` (the work's size) is small. Work whose cost is its
-    GEMMs gives ``macs``, their multiply-accumulates, instead: split when there are at least
-    :data:`MIN_PARALLEL_MACS`, each GEMM then on one BLAS thread (see the module docstring).
+    thread, one item, or ``nbytes`` (the work's size) is small. With ``gemms``, work whose
+    cost is GEMMs and which a plan has found large enough (``nbytes`` is not read): each
+    GEMM then runs on one BLAS thread (see the module docstring).
     """
     # the size first: reading the thread count costs a call into BLAS, on every small op
-    small = nbytes < MIN_PARALLEL_BYTES if macs is None else macs < MIN_PARALLEL_MACS
+    small = not gemms and nbytes < MIN_PARALLEL_BYTES
     if length < 2 or small or (threads := num_threads()) == 1:
         return [fn(slice(0, length))]
     slices = split(length, threads)
     pool = _executor(threads - 1)
-    blas = _blas_single_threaded() if macs is not None else contextlib.nullcontext()
+    blas = _blas_single_threaded() if gemms else contextlib.nullcontext()
     with blas:
         return _share(fn, slices, pool)
 
