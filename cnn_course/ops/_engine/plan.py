@@ -61,14 +61,15 @@ products per weight, over the batch nb*L (LeNet's C3 on 2 cores: 0.71 against 1.
 Not chosen: Winograd's F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 layers at stride 1. A
 compiled version was measured on 2 cores (numba transforms, the 16 GEMMs (F, C) @ (C, tiles)
 per band of tile rows, each band in cache, whole samples side by side). Against im2col, in
-one process, on the benchmark's ResNet layers of 64, 128 and 256 channels:
+one process, calls interleaved, on the benchmark's ResNet layers of 64, 128 and 256 channels:
 
 - at 1 thread it took 0.62 to 0.66 times im2col's time (0.86 to 0.88 times PyTorch's);
 - at 2 threads it took 0.68, 1.03 and 1.24 times im2col's time. Its GEMMs are narrow
   (K = C), and its transforms write 4 times the input and read 4 times the output. On two
   cores that share cache and memory, these ran barely faster than on one.
-- on the 512-channel 7x7 layer the weight transform (16*F*C values for 8*16 tiles) cost
-  more than the GEMMs saved: 2.3 times im2col's time.
+- on the 512-channel 7x7 layer it took 2.3 times im2col's time. A sample has only 16
+  tiles, so each GEMM is a few columns wide; transforming the weights (16*F*C values) alone
+  took 3.7 ms, against 20 ms for im2col's whole layer (1 thread).
 
 The plan would have chosen it at one thread only, so results would depend on the thread
 count. im2col stays.
