@@ -542,6 +542,8 @@ def conv2d_workspace_bytes(
     backward pass holds about two whole-chunk column matrices (columns and their gradient).
     These are the CPU's sizes; on a GPU every layer takes the whole-chunk path, whose peak
     is the ``peak`` reported here for layers with fewer output positions than filters.
+    Where the plan takes the register-blocked forward (``"blocked-numba"``), no columns are
+    built: ``peak`` is one padded input sample per thread and the regrouped weights.
     """
     op = "conv2d_workspace_bytes"
     win = _geometry(op, x_shape[2:], weight_shape[2:], stride, padding, dilation)

@@ -3,8 +3,10 @@ matrix, batch chunking, bad input, inputs unchanged, dtype kept."""
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -963,8 +965,9 @@ def test_the_plan_chooses_the_compiled_path_only_where_it_applies(monkeypatch):
     assert algorithms(*dw, stride=2) == {"direct-numba"}
     assert "direct-numba" not in algorithms(*dw, itemsize=2)  # float16: NumPy's path
     assert "direct-numba" not in algorithms(*dw, backend="cupy")  # CuPy arrays never
-    # dense: the per-sample input gradient folds its columns with the compiled col2im
-    dense = C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1)
+    # dense: the per-sample input gradient folds its columns with the compiled col2im (the
+    # forward is the register-blocked kernels' where the CPU has AVX-512, below)
+    dense = C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1, itemsize=8)
     assert {k: p.algorithm for k, p in dense.items()} == {
         "forward": "im2col",
         "input_grad": "im2col-numba",
@@ -977,6 +980,193 @@ def test_the_plan_chooses_the_compiled_path_only_where_it_applies(monkeypatch):
     monkeypatch.setenv(compiled.ENV, "0")
     assert algorithms(*dw) == {"direct"}
     assert C.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1)["input_grad"].algorithm == "im2col"
+
+
+# ----------------------------------------------------------------- register-blocked forward
+def blocked_cpu(monkeypatch, has_avx512=True):
+    """The compiled path on, the CPU taken to have AVX-512 (or not): the plan's rules, and
+    the kernels' results, do not depend on this machine's CPU (only their speed does)."""
+    needs_numba(monkeypatch)
+    monkeypatch.setattr(compiled, "_cpu_has", lambda feature: has_avx512)
+
+
+def test_the_plan_chooses_the_blocked_forward_only_where_it_applies(monkeypatch):
+    blocked_cpu(monkeypatch)
+
+    def forward(x_shape, w_shape, stride=1, padding=1, groups=1, itemsize=4, backend="numpy"):
+        how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, itemsize, backend)
+        assert how["input_grad"].algorithm != "blocked-numba"  # the forward only
+        assert how["weight_grad"].algorithm != "blocked-numba"
+        return how["forward"].algorithm
+
+    resnet = ((8, 64, 56, 56), (64, 64, 3, 3))  # 576 rows
+    assert forward(*resnet) == "blocked-numba"
+    assert forward((8, 64, 56, 56), (128, 64, 3, 3), stride=2) == "blocked-numba"
+    assert forward((8, 3, 224, 224), (64, 3, 7, 7), 2, 3) == "blocked-numba"  # 147 rows
+    assert forward((64, 6, 14, 14), (16, 6, 5, 5), padding=0) == "blocked-numba"  # C3: 150
+    assert forward((8, 256, 14, 14), (256, 256, 3, 3)) == "blocked-numba"  # 2304 rows
+    # fewer than BLOCKED_MIN_ROWS rows (LeNet's C1: 25), more than BLOCKED_MAX_ROWS
+    assert forward((64, 1, 32, 32), (6, 1, 5, 5), padding=0) == "im2col"
+    assert forward((8, 512, 14, 14), (512, 512, 3, 3)) == "im2col"  # 4608 rows
+    # output rows narrower than a block (7 positions; 32 filters take blocks of 8)
+    assert forward((8, 256, 7, 7), (256, 256, 3, 3)) == "im2col"
+    assert forward((8, 8, 16, 16), (8, 8, 3, 3), padding=0) == "blocked-numba"  # 14 positions
+    assert forward((8, 8, 15, 15), (8, 8, 3, 3), padding=0) == "im2col"  # 13 < 14
+    assert forward((8, 8, 32, 32), (8, 8, 3, 3), 2) == "blocked-numba"  # stride 2: 16 >= 14
+    # not float32, a GPU, groups, a pointwise layer
+    assert forward(*resnet, itemsize=8) == "im2col"
+    assert forward(*resnet, backend="cupy") == "im2col"
+    assert forward((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "im2col"
+    assert forward((8, 64, 56, 56), (64, 64, 1, 1), padding=0) == "gemm"
+    # a small layer stays on one thread; a large one (MIN_PARALLEL_MACS) takes the engine's
+    with threads.limit(2):
+        small = C.conv2d_plan((1, 8, 16, 16), (8, 8, 3, 3), 1, 1)["forward"]
+        large = C.conv2d_plan(*resnet, 1, 1)["forward"]
+    assert small.algorithm == large.algorithm == "blocked-numba"
+    assert small.threads == 1 and large.threads == min(2, threads.num_threads())
+    # no columns: a padded sample per thread, and the weights in blocks of 32 with offsets
+    with threads.limit(1):
+        peak = C.conv2d_workspace_bytes(*resnet, 1, 1)["peak"]
+    assert peak == 64 * 58 * 58 * 4 + 64 * 576 * 4 + 576 * 8
+    blocked_cpu(monkeypatch, has_avx512=False)
+    assert forward(*resnet) == "im2col"
+    monkeypatch.setattr(compiled, "_cpu_has", lambda feature: True)
+    monkeypatch.setenv(compiled.ENV, "0")
+    assert forward(*resnet) == "im2col"
+
+
+# (N, C, H, W), (F, kh, kw), stride, padding, dilation: every block width (F of 5, 12, 16,
+# 40: a last block filled with zeros), strides 1 and 2, asymmetric and "same" padding,
+# dilation, rows whose last block overlaps the one before
+BLOCKED_CASES = [
+    ((2, 8, 12, 16), (5, 3, 3), 1, 1, 1),
+    ((2, 8, 12, 30), (7, 3, 3), 2, 1, 1),
+    ((3, 4, 11, 24), (12, 4, 4), 2, (1, 2), 1),
+    ((2, 6, 14, 14), (16, 5, 5), 1, 0, 1),
+    ((2, 8, 13, 20), (40, 3, 3), 1, 2, 2),
+    ((1, 4, 10, 21), (33, 4, 4), 1, "same", 1),
+    ((2, 3, 30, 31), (64, 7, 7), 2, 3, 1),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "fortran"])
+@pytest.mark.parametrize("case", BLOCKED_CASES)
+def test_blocked_forward_matches_torch_and_im2col(rng, torch, monkeypatch, case, layout):
+    """The register-blocked forward against PyTorch (in float64) and against im2col on the
+    same float32 inputs, which it leaves unchanged; bias added as usual."""
+    blocked_cpu(monkeypatch)
+    x_shape, (f, kh, kw), s, p, d = case
+    x = laid_out(np, rng.standard_normal(x_shape), layout).astype(np.float32)
+    weight = rng.standard_normal((f, x_shape[1], kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(f).astype(np.float32)
+    plan = C.conv2d_plan(x.shape, weight.shape, s, p, d, 1, 4)["forward"]
+    assert plan.algorithm == "blocked-numba"
+    before = [a.copy() for a in (x, weight, bias)]
+    got = C.conv2d(x, weight, bias, s, p, d)
+    for a, b in zip((x, weight, bias), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    tp = p if isinstance(p, str) else pair(p, "", "")
+    expected = torch.nn.functional.conv2d(
+        *(torch.from_numpy(a.astype(np.float64)) for a in (x, weight, bias)), s, tp, d
+    ).numpy()
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    scale = np.abs(expected).max()
+    assert_close(got, expected, rtol=0, atol=2e-6 * scale)  # float32 sums of <= 200 terms
+    monkeypatch.setenv(compiled.ENV, "0")
+    im2col = C.conv2d(x, weight, bias, s, p, d)
+    assert_close(got, im2col, rtol=0, atol=2e-6 * scale)
+
+
+def test_blocked_forward_refuses_rows_narrower_than_a_block_and_propagates_specials(
+    rng, monkeypatch
+):
+    """The kernels take rows at least a block wide (the plan sends others to im2col): asked
+    for fewer, they say so; NaN and infinity propagate as in the definition."""
+    blocked_cpu(monkeypatch)
+    x = rng.standard_normal((2, 5, 6, 7)).astype(np.float32)
+    weight = rng.standard_normal((20, 5, 3, 3)).astype(np.float32)
+    win = C._conv_setup("conv2d", x, weight, None, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="output rows of 7 < 8 positions"):  # blocks of 32x8
+        compiled.blocked_forward(x, weight, win, 1)
+    x = rng.standard_normal((2, 8, 6, 16)).astype(np.float32)
+    weight = rng.standard_normal((20, 8, 3, 3)).astype(np.float32)
+    x[0, 1, 2, 3], x[1, 4, 0, 0] = np.nan, np.inf
+    assert C.conv2d_plan(x.shape, weight.shape, 1, 1, itemsize=4)["forward"].algorithm == (
+        "blocked-numba"
+    )
+    got = C.conv2d(x, weight, None, 1, 1)
+    want = C.conv2d_naive(x.astype(np.float64), weight.astype(np.float64), None, 1, 1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    assert np.isnan(want).any() and finite.any()
+    assert_close(got[finite], want[finite], rtol=0, atol=1e-5 * np.abs(want[finite]).max())
+
+
+def test_blocked_forward_does_not_depend_on_the_thread_count(rng, monkeypatch):
+    """Each sample is summed by one thread in one order: 1 and 2 threads give the same
+    bits, the batch cut in parts on the engine's threads (numba's pool never starts)."""
+    blocked_cpu(monkeypatch)
+    x = rng.standard_normal((6, 16, 20, 20)).astype(np.float32)
+    weight = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    kernels = compiled._kernels_blocked()
+    name = compiled.blocked_block(24).name
+    C.conv2d(x, weight, None, 1, 1)  # compiled before the spy goes in
+    seen = []
+    real = getattr(kernels, name)
+
+    def spy(x_part, *args):
+        seen.append(len(x_part))
+        return real(x_part, *args)
+
+    monkeypatch.setattr(kernels, name, spy)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 0)
+    with threads.limit(1):
+        one = C.conv2d(x, weight, None, 1, 1)
+    assert seen == [6]
+    seen.clear()
+    with threads.limit(2):
+        two = C.conv2d(x, weight, None, 1, 1)
+    # two parts, one on this thread, the other on the pool's or here if it was not started
+    assert sorted(seen) == ([3, 3] if threads.num_threads() > 1 else [6])
+    np.testing.assert_array_equal(one, two)
+    with pytest.raises(ValueError, match="not initialized"):
+        compiled._kernels().numba.threading_layer()
+
+
+def test_blocked_kernels_are_generated_from_the_committed_generator():
+    """``_numba_blocked.py`` is what ``tools/gen_blocked_kernels.py`` writes."""
+    import runpy
+
+    gen = runpy.run_path(str(Path(__file__).parents[2] / "tools" / "gen_blocked_kernels.py"))
+    assert gen["TARGET"].read_text(encoding="utf-8") == gen["source"]()
+
+
+def test_blocked_kernels_compile_to_vector_instructions(monkeypatch):
+    """numba compiles the blocked kernels with LLVM's SLP vectoriser only where asked
+    (:func:`compiled.compile_vectorised`): then the accumulators are packed into vector
+    registers (``vfmadd...ps``); compiled the default way they stay scalar (``...ss``).
+    Fresh copies of the smallest block, without the disk cache (cached code cannot be
+    inspected)."""
+    needs_numba(monkeypatch)
+    numba = compiled._kernels().numba
+    tile = compiled._kernels_blocked()._tile_g8p14_s1
+    options = {k: v for k, v in tile.targetoptions.items() if k not in ("nopython", "inline")}
+    options["cache"] = False
+    zeros = np.zeros((72, 14), np.float32)
+    args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros[:14, :8])
+
+    def fmas(dispatcher):
+        asm = dispatcher.inspect_asm(dispatcher.signatures[0])
+        return len(re.findall(r"vfmadd\w*ps", asm)), len(re.findall(r"vfmadd\w*ss", asm))
+
+    fast = numba.njit(**options)(tile.py_func)
+    compiled.compile_vectorised(fast, args)
+    plain = numba.njit(**options)(tile.py_func)
+    plain.compile(tuple(numba.typeof(a) for a in args))
+    assert fmas(fast)[0] > 0
+    packed, scalar = fmas(plain)
+    assert packed == 0 and scalar > 0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

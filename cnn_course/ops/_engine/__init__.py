@@ -10,7 +10,9 @@
 - :mod:`.pool`: window reductions, arg-max positions and their scatter.
 - :mod:`.gpu`: the CUDA elementwise kernels of both (CuPy).
 - :mod:`.compiled`: the optional numba kernels of depthwise layers (imported lazily; the
-  plan chooses them, ``"direct-numba"``, where numba is installed).
+  plan chooses them, ``"direct-numba"``, where numba is installed), and the register-blocked
+  forward of dense layers (``"blocked-numba"``; its kernels are generated into
+  :mod:`._numba_blocked` by ``tools/gen_blocked_kernels.py``).
 
 The public modules (:mod:`cnn_course.ops.conv`, :mod:`cnn_course.ops.pooling`) validate the
 arguments, build the window and the plan, and call in here; nothing here imports them.

@@ -1,5 +1,7 @@
 """The optional compiled path: depthwise convolutions, col2im, max pooling's windows and its
-scatter as numba kernels (imported lazily).
+scatter as numba kernels (imported lazily); and the forward of dense layers as
+register-blocked direct convolutions (:func:`blocked_forward`, kernels in
+:mod:`._numba_blocked`, float32 on CPUs with AVX-512).
 
 The NumPy direct path (:class:`.conv.Taps`) makes about two passes over memory per kernel
 tap (a multiply into a scratch array, then an add). A compiled loop reads each plane from
@@ -36,7 +38,9 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from types import ModuleType
+from typing import NamedTuple
 
 from cnn_course._types import Array
 from cnn_course.backend import array_module, is_cupy_array
@@ -55,6 +59,11 @@ __all__ = [
     "col2im",
     "max_pool",
     "scatter_add",
+    "blocked_supported",
+    "Block",
+    "blocked_block",
+    "blocked_forward",
+    "compile_vectorised",
 ]
 
 #: ``CNN_COURSE_NUMBA=0`` (or ``false``/``no``/``off``) keeps the NumPy path.
@@ -196,3 +205,126 @@ def max_pool(x: Array, win: Window, arg_dtype, thread_count: int) -> tuple[Array
     pads = (int(win.pads[0][0]), int(win.pads[1][0]))
     _run(kernel, (x, out, arg, pads), (0, 1, 2), thread_count, x.nbytes)
     return out, arg
+
+
+# --------------------------------------------------------------------------- dense layers
+
+#: The register-blocked kernels are written for AVX-512's 32 vector registers (a block of up
+#: to 16 accumulators, see :mod:`._numba_blocked`); elsewhere the plan keeps im2col.
+BLOCKED_FEATURE = "avx512f"
+_compile_lock = threading.Lock()
+
+
+@functools.cache
+def _cpu_has(feature: str) -> bool:
+    """Whether numba compiles for a CPU with ``feature``: the host's, or the one that
+    ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` name (a named CPU's features are unknown
+    here, so they count as absent)."""
+    config = _kernels().numba.core.config
+    if config.CPU_FEATURES:
+        return f"+{feature}" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return False
+    import llvmlite.binding as llvm  # installed with numba
+
+    return bool(llvm.get_host_cpu_features().get(feature, False))
+
+
+def blocked_supported(itemsize: int, cupy: bool) -> bool:
+    """Whether the plan may run a dense layer's forward through the register-blocked
+    kernels: the compiled path is on, the arrays are NumPy float32 (in float64 a block
+    takes twice the registers), and the CPU has AVX-512 (where they were measured)."""
+    return itemsize == 4 and supports(itemsize, cupy) and _cpu_has(BLOCKED_FEATURE)
+
+
+class Block(NamedTuple):
+    """A blocked kernel: its name in :mod:`._numba_blocked`, its block's filters and
+    positions."""
+
+    name: str
+    filters: int
+    positions: int
+
+
+def blocked_block(out_channels: int) -> Block:
+    """The kernel for ``out_channels`` filters: the narrowest block of filters that holds
+    them all (32 past 16: each input value loaded then feeds more filters)."""
+    by_width = sorted(_kernels_blocked().BLOCKS.items(), key=lambda item: item[1][0])
+    name, (g, p) = next((b for b in by_width if out_channels <= b[1][0]), by_width[-1])
+    return Block(name, g, p)
+
+
+@functools.cache
+def _kernels_blocked() -> ModuleType:
+    from cnn_course.ops._engine import _numba_blocked
+
+    return _numba_blocked
+
+
+_compiled: set[tuple[str, str]] = set()
+
+
+def compile_vectorised(kernel, args: tuple) -> None:
+    """Compile the numba ``kernel`` for ``args``' types with LLVM's SLP vectoriser on. numba
+    leaves it off unless ``NUMBA_SLP_VECTORIZE`` is set when it is imported; without it the
+    blocked kernels run scalar, 4 to 6 times slower. Only this compilation sees the setting,
+    under a lock; numba's on-disk cache then loads the result."""
+    numba = _kernels().numba
+    if not hasattr(kernel, "compile"):  # NUMBA_DISABLE_JIT: plain Python
+        return
+    with _compile_lock:
+        config = numba.core.config
+        before, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
+        try:
+            kernel.compile(tuple(numba.typeof(a) for a in args))
+        finally:
+            config.SLP_VECTORIZE = before
+
+
+def _blocked_scratch(xp: ModuleType, plane: tuple, block: tuple, dtype) -> tuple[Array, Array]:
+    """A thread's scratch: a zeroed padded plane (or a dummy without padding), a block."""
+    return xp.zeros(plane, dtype=dtype), xp.empty(block, dtype=dtype)
+
+
+def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
+    """Cross-correlation without bias of a dense layer (``groups == 1``) by the
+    register-blocked kernels: x (N, C, H, W), weight (F, C, kh, kw) -> (N, F, *win.out).
+    No columns are built; each thread pads one sample at a time into its own scratch plane."""
+    x = _c(x)
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = win.stride, win.dilation
+    name, g, p = blocked_block(f)
+    block = (p, g)
+    rows = c * kh * kw
+    wb = xp.zeros((-(-f // g), rows, g), dtype=x.dtype)  # filters past F stay zero
+    for b, first in enumerate(range(0, f, g)):
+        wb[b, :, : min(g, f - first)] = weight[first : first + g].reshape(-1, rows).T
+    hp, wp = win.padded_hw((h, w))
+    if win.out[1] < p:
+        raise ValueError(f"blocked_forward: output rows of {win.out[1]} < {p} positions")
+    offs = (
+        (
+            xp.arange(c)[:, None, None] * (hp * wp)
+            + xp.arange(kh)[None, :, None] * (dh * wp)
+            + xp.arange(kw)[None, None, :] * dw
+        )
+        .reshape(-1)
+        .astype("int64", copy=False)
+    )
+    geom = (int(sh), int(sw), int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
+    out = xp.empty((n, f, *win.out), dtype=x.dtype)
+    kernel = getattr(_kernels_blocked(), name)
+    plane = (int(c), int(hp), int(wp)) if (hp, wp) != (h, w) else (1, 1, 1)
+    args = (x, wb, offs, out, geom)
+    if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
+        compile_vectorised(kernel, (*args, *_blocked_scratch(xp, plane, block, x.dtype)))
+        _compiled.add((name, x.dtype.str))
+
+    def part(s: slice) -> None:
+        kernel(x[s], wb, offs, out[s], geom, *_blocked_scratch(xp, plane, block, x.dtype))
+
+    with threads.limit(thread_count):  # the plan gives one thread to a small layer
+        threads.parallel(part, n, threads.MIN_PARALLEL_BYTES)
+    return out

@@ -130,6 +130,8 @@ def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
         return _depthwise_forward(x, weight, win, how)
     if how.algorithm == "direct-numba":
         return compiled.forward(x, weight, win, how.threads)
+    if how.algorithm == "blocked-numba":
+        return compiled.blocked_forward(x, weight, win, how.threads)
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], win.groups
     w3 = weight.reshape(g, f // g, -1)
@@ -241,6 +243,12 @@ def workspace_bytes(x_shape: Sequence[int], win: Window, out_channels: int, item
     per_sample = how.column_bytes
     samples = how.chunks(n)[0].stop
     shifted = c * win.kernel[1] * (h + sum(win.pads[0])) * win.out[1] * itemsize
+    if how.algorithm == "blocked-numba":  # no columns: a padded plane per thread, the weights
+        rows = c * win.kernel[0] * win.kernel[1]
+        g = compiled.blocked_block(out_channels).filters
+        plane = c * (h + sum(win.pads[0])) * (x_shape[3] + sum(win.pads[1])) * itemsize
+        weights = -(-out_channels // g) * g * rows * itemsize + rows * 8  # blocks, offsets
+        return {"columns": per_sample * n, "peak": plane * how.threads + weights}
     if how.layout != "per-sample":
         return {"columns": per_sample * n, "peak": (per_sample + shifted) * samples}
     if how.algorithm == "gemm":

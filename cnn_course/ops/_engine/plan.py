@@ -28,6 +28,19 @@ Algorithms
     the column gradient, and a compiled loop (:func:`.compiled.col2im`) adds it back onto
     the input, where NumPy needs two passes of strided adds over a padded copy (measured
     2.5 to 7 times faster). Chosen under the same conditions as ``"direct-numba"``.
+``"blocked-numba"``
+    A dense layer's forward (``op="conv2d"``, ``groups == 1``, not pointwise) as a compiled
+    direct convolution (:func:`.compiled.blocked_forward`): blocks of a few output positions
+    of a row times up to 32 filters are held in vector registers while they sum over every
+    tap, so no columns are built (the idea of implicit GEMM, and of oneDNN's direct kernels).
+    Chosen on a CPU with AVX-512, in float32, where numba is on, for layers with
+    :data:`BLOCKED_MIN_ROWS` to :data:`BLOCKED_MAX_ROWS` rows C*kh*kw whose output rows are
+    at least a block wide; the batch is shared between threads from
+    :data:`.threads.MIN_PARALLEL_MACS`. Measured on 2 cores (AVX-512), in one process with
+    PyTorch, calls interleaved, against im2col: ResNet's 64-channel 3x3 layer 17.7 against
+    24.8 ms at 1 thread and 9.3 against 16.4 ms at 2; the 128- and 256-channel layers
+    within a few percent of im2col at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38
+    against 0.51 ms (the benchmark's tables before and after, 1 thread).
 ``"kernel"``
     One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
 ``"windows"``
@@ -82,7 +95,15 @@ from dataclasses import dataclass
 from cnn_course.ops._engine import compiled, threads
 from cnn_course.ops._engine.windows import Window
 
-__all__ = ["Plan", "plan", "COLUMN_BUDGET_BYTES", "CACHE_TILE_BYTES", "DEPTHWISE_STEP_BYTES"]
+__all__ = [
+    "Plan",
+    "plan",
+    "COLUMN_BUDGET_BYTES",
+    "CACHE_TILE_BYTES",
+    "DEPTHWISE_STEP_BYTES",
+    "BLOCKED_MIN_ROWS",
+    "BLOCKED_MAX_ROWS",
+]
 
 #: Largest column matrix (bytes) a convolution builds at once; bigger batches are chunked.
 COLUMN_BUDGET_BYTES = 256 * 2**20
@@ -92,6 +113,15 @@ CACHE_TILE_BYTES = 2 * 2**20
 #: Planes per step of the depthwise loops: the accumulator of this many output bytes stays in
 #: cache across the kh*kw taps (measured fastest near 256 KiB on a 2 MiB L2).
 DEPTHWISE_STEP_BYTES = 256 * 2**10
+#: The register-blocked forward (``"blocked-numba"``) takes dense layers with at least
+#: :data:`BLOCKED_MIN_ROWS` and at most :data:`BLOCKED_MAX_ROWS` rows C*kh*kw. With fewer,
+#: writing a block out costs more than its sums (LeNet's C1, 25 rows, a block of 8 filters
+#: for its 6: 1.6 times its GEMM's time, against 0.76 times by im2col, 1 thread); with
+#: more, the weights of a block of 32 filters (C*kh*kw*32 values) no longer stay in L2.
+#: Output rows must be at least as wide as a block: ResNet's 512-channel 7x7 layer (4608
+#: rows, output rows of 7 positions) took 2.6 to 2.9 times im2col's time.
+BLOCKED_MIN_ROWS = 64
+BLOCKED_MAX_ROWS = 2304
 
 OPS = (
     "conv2d",
@@ -112,7 +142,8 @@ class Plan:
     op : one of :data:`OPS`
     backend : ``"numpy"`` or ``"cupy"``
     algorithm : ``"im2col"``, ``"im2col-numba"``, ``"gemm"``, ``"direct"``,
-        ``"direct-numba"``, ``"kernel"``, ``"windows"`` or ``"scatter-numba"``
+        ``"direct-numba"``, ``"blocked-numba"``, ``"kernel"``, ``"windows"`` or
+        ``"scatter-numba"``
     layout : ``"per-sample"``, ``"batch-last"`` (im2col GEMMs) or ``"planes"``
     chunk : samples per batch chunk (the columns of a chunk fit :data:`COLUMN_BUDGET_BYTES`)
     tile_samples, tile_rows : a per-sample tile: this many samples, of this many output rows
@@ -191,6 +222,20 @@ def plan(
     per_sample = positions >= out_channels and not cupy
     rows = c // win.groups * win.kernel[0] * win.kernel[1]
     macs = out_channels // win.groups * column_bytes // itemsize * n
+    if (
+        op == "conv2d"
+        and win.groups == 1
+        and not win.pointwise
+        and rows <= BLOCKED_MAX_ROWS
+        and compiled.blocked_supported(itemsize, cupy)
+        and BLOCKED_MIN_ROWS <= rows
+        and ow >= compiled.blocked_block(out_channels).positions
+    ):
+        # shared between threads from MIN_PARALLEL_MACS, as the GEMM tiles: LeNet's C3 (15
+        # million) split over 2 threads took 0.54 to 0.59 ms as the benchmark times it,
+        # against 0.40 on one (a worker handed work first ran a median 0.2 ms later)
+        share = cpu_threads if macs >= threads.MIN_PARALLEL_MACS else 1
+        return Plan(op, backend, "blocked-numba", "planes", n, n, oh, column_bytes, share)
     if op == "conv2d_weight_grad" and positions < rows and macs < threads.MIN_PARALLEL_MACS:
         # per sample, the weight gradient's GEMM sums only L products per value: a small
         # layer with fewer positions than rows (LeNet's C3) takes one GEMM over the batch
