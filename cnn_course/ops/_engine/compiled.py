@@ -209,8 +209,8 @@ def max_pool(x: Array, win: Window, arg_dtype, thread_count: int) -> tuple[Array
 
 # --------------------------------------------------------------------------- dense layers
 
-#: The register-blocked kernels are written for AVX-512's 32 vector registers (a block of up
-#: to 16 accumulators, see :mod:`._numba_blocked`); elsewhere the plan keeps im2col.
+#: The register-blocked kernels are written for AVX-512's 32 vector registers (a block
+#: fills up to 16 of them, see :mod:`._numba_blocked`); elsewhere the plan keeps im2col.
 BLOCKED_FEATURE = "avx512f"
 _compile_lock = threading.Lock()
 

@@ -246,7 +246,8 @@ def workspace_bytes(x_shape: Sequence[int], win: Window, out_channels: int, item
     if how.algorithm == "blocked-numba":  # no columns: a padded plane per thread, the weights
         rows = c * win.kernel[0] * win.kernel[1]
         g = compiled.blocked_block(out_channels).filters
-        plane = c * (h + sum(win.pads[0])) * (x_shape[3] + sum(win.pads[1])) * itemsize
+        padded = any(sum(win.pads, ()))  # else the kernels read the samples in place
+        plane = c * (h + sum(win.pads[0])) * (x_shape[3] + sum(win.pads[1])) * itemsize * padded
         weights = -(-out_channels // g) * g * rows * itemsize + rows * 8  # blocks, offsets
         return {"columns": per_sample * n, "peak": plane * how.threads + weights}
     if how.layout != "per-sample":

@@ -191,7 +191,8 @@ def plan(
 
     ``out_channels`` is the convolution's F (pooling: C); ``cupy`` whether the arrays live
     on a GPU. Shapes in, a plan out (nothing is allocated); besides the shapes it reads only
-    the engine's thread count and whether the compiled path is on (:func:`.compiled.enabled`).
+    the engine's thread count, whether the compiled path is on (:func:`.compiled.enabled`)
+    and whether the CPU has AVX-512 (:func:`.compiled.blocked_supported`).
     """
     if op not in OPS:
         raise ValueError(f"plan: unknown op {op!r}; expected one of {OPS}")
@@ -226,9 +227,8 @@ def plan(
         op == "conv2d"
         and win.groups == 1
         and not win.pointwise
-        and rows <= BLOCKED_MAX_ROWS
+        and BLOCKED_MIN_ROWS <= rows <= BLOCKED_MAX_ROWS
         and compiled.blocked_supported(itemsize, cupy)
-        and BLOCKED_MIN_ROWS <= rows
         and ow >= compiled.blocked_block(out_channels).positions
     ):
         # shared between threads from MIN_PARALLEL_MACS, as the GEMM tiles: LeNet's C3 (15
