@@ -51,7 +51,7 @@ from __future__ import annotations
 import numba
 
 from cnn_course.backend import np
-from cnn_course.ops._engine._numba_kernels import _OPTIONS
+from cnn_course.ops._engine._numba_kernels import _OPTIONS, _pad_into
 
 __all__ = ["BLOCKS", {names}]
 
@@ -66,17 +66,15 @@ _DRIVER = dict(_OPTIONS, fastmath={{"contract"}})
 
 @numba.njit(**_TILE)
 def _flat_sample(sample, xpad, pt, pl, hp, wp):
-    """One sample (C, H, W), flat: padded into ``xpad`` (C, hp, wp; its border is zero and
-    stays so) where (hp, wp) is larger than (H, W), else the sample itself."""
-    h, w = sample.shape[1], sample.shape[2]
-    if hp == h and wp == w:
+    """One sample (C, H, W), flat: padded into ``xpad`` (C, hp, wp) plane by plane by the
+    depthwise kernels' :func:`._numba_kernels._pad_into` where (hp, wp) is larger than
+    (H, W), else the sample itself."""
+    if hp == sample.shape[1] and wp == sample.shape[2]:
         return sample.ravel()
+    flat, size = xpad.ravel(), hp * wp
     for ch in range(sample.shape[0]):
-        for r in range(h):
-            row, src = xpad[ch, pt + r, pl : pl + w], sample[ch, r]
-            for s in range(w):
-                row[s] = src[s]
-    return xpad.ravel()
+        _pad_into(sample[ch], pt, pl, hp, wp, flat[ch * size : (ch + 1) * size])
+    return flat
 '''
 
 DRIVER = '''
@@ -85,7 +83,7 @@ DRIVER = '''
 def {name}(x, wb, offs, out, geom, xpad, acc):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least {p} positions (the caller makes
-    sure); ``xpad`` (C, padded_h, padded_w) is a zeroed scratch plane (any other shape
+    sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
     without padding), ``acc`` ({p}, {g}) a scratch block."""
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba
 
 from cnn_course.backend import np
-from cnn_course.ops._engine._numba_kernels import _OPTIONS
+from cnn_course.ops._engine._numba_kernels import _OPTIONS, _pad_into
 
 __all__ = ["BLOCKS", "g8p14", "g16p10", "g32p8"]
 
@@ -34,17 +34,15 @@ _DRIVER = dict(_OPTIONS, fastmath={"contract"})
 
 @numba.njit(**_TILE)
 def _flat_sample(sample, xpad, pt, pl, hp, wp):
-    """One sample (C, H, W), flat: padded into ``xpad`` (C, hp, wp; its border is zero and
-    stays so) where (hp, wp) is larger than (H, W), else the sample itself."""
-    h, w = sample.shape[1], sample.shape[2]
-    if hp == h and wp == w:
+    """One sample (C, H, W), flat: padded into ``xpad`` (C, hp, wp) plane by plane by the
+    depthwise kernels' :func:`._numba_kernels._pad_into` where (hp, wp) is larger than
+    (H, W), else the sample itself."""
+    if hp == sample.shape[1] and wp == sample.shape[2]:
         return sample.ravel()
+    flat, size = xpad.ravel(), hp * wp
     for ch in range(sample.shape[0]):
-        for r in range(h):
-            row, src = xpad[ch, pt + r, pl : pl + w], sample[ch, r]
-            for s in range(w):
-                row[s] = src[s]
-    return xpad.ravel()
+        _pad_into(sample[ch], pt, pl, hp, wp, flat[ch * size : (ch + 1) * size])
+    return flat
 
 
 @numba.njit(**_TILE)
@@ -181,7 +179,7 @@ def _tile_g8p14_s1(zero, xf, base, offs, wg, acc):
 def g8p14(x, wb, offs, out, geom, xpad, acc):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least 14 positions (the caller makes
-    sure); ``xpad`` (C, padded_h, padded_w) is a zeroed scratch plane (any other shape
+    sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
     without padding), ``acc`` (14, 8) a scratch block."""
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
@@ -308,7 +306,7 @@ def _tile_g16p10_s1(zero, xf, base, offs, wg, acc):
 def g16p10(x, wb, offs, out, geom, xpad, acc):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least 10 positions (the caller makes
-    sure); ``xpad`` (C, padded_h, padded_w) is a zeroed scratch plane (any other shape
+    sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
     without padding), ``acc`` (10, 16) a scratch block."""
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
@@ -419,7 +417,7 @@ def _tile_g32p8_s1(zero, xf, base, offs, wg, acc):
 def g32p8(x, wb, offs, out, geom, xpad, acc):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least 8 positions (the caller makes
-    sure); ``xpad`` (C, padded_h, padded_w) is a zeroed scratch plane (any other shape
+    sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
     without padding), ``acc`` (8, 32) a scratch block."""
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]

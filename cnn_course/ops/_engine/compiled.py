@@ -282,8 +282,8 @@ def compile_vectorised(kernel, args: tuple) -> None:
 
 
 def _blocked_scratch(xp: ModuleType, plane: tuple, block: tuple, dtype) -> tuple[Array, Array]:
-    """A thread's scratch: a zeroed padded plane (or a dummy without padding), a block."""
-    return xp.zeros(plane, dtype=dtype), xp.empty(block, dtype=dtype)
+    """A thread's scratch: a padded plane (or a dummy without padding), a block."""
+    return xp.empty(plane, dtype=dtype), xp.empty(block, dtype=dtype)
 
 
 def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
