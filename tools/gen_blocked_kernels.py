@@ -80,11 +80,14 @@ def _flat_sample(sample, xpad, pt, pl, hp, wp):
 DRIVER = '''
 
 @numba.njit(**_DRIVER)
-def {name}(x, wb, offs, out, geom, xpad, acc):
+def {name}(x, wb, offs, out, geom, xpad, acc, go, seq):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least {p} positions (the caller makes
     sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
-    without padding), ``acc`` ({p}, {g}) a scratch block."""
+    without padding), ``acc`` ({p}, {g}) a scratch block. First writes ``seq`` into
+    ``go[0]``, with the GIL already released: the signal that starts the engine's
+    spinning workers on their shares (:func:`.threads.parallel_signalled`)."""
+    go[0] = seq
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     zero = x.dtype.type(0)

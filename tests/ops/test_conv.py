@@ -1018,13 +1018,17 @@ def test_the_plan_chooses_the_blocked_forward_only_where_it_applies(monkeypatch)
     assert forward(*resnet, backend="cupy") == "im2col"
     assert forward((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "im2col"
     assert forward((8, 64, 56, 56), (64, 64, 1, 1), padding=0) == "gemm"
-    # a small layer stays on one thread; a large one (MIN_PARALLEL_MACS) takes the engine's
+    # a small layer stays on one thread; from BLOCKED_MIN_PARALLEL_MACS it takes the engine's
+    # (LeNet's C3: 240,000 per sample)
     with threads.limit(2):
         small = C.conv2d_plan((1, 8, 16, 16), (8, 8, 3, 3), 1, 1)["forward"]
         large = C.conv2d_plan(*resnet, 1, 1)["forward"]
+        c3 = {n: C.conv2d_plan((n, 6, 14, 14), (16, 6, 5, 5), 1, 0)["forward"] for n in (17, 18)}
         available = threads.num_threads()
-    assert small.algorithm == large.algorithm == "blocked-numba"
-    assert small.threads == 1 and large.threads == available == 2
+    assert small.algorithm == large.algorithm == c3[17].algorithm == "blocked-numba"
+    assert 17 * 240_000 < plans.BLOCKED_MIN_PARALLEL_MACS <= 18 * 240_000
+    assert small.threads == c3[17].threads == 1
+    assert large.threads == c3[18].threads == available == 2
     # no columns: a padded sample per thread, and the weights in blocks of 32 with offsets
     with threads.limit(1):
         peak = C.conv2d_workspace_bytes(*resnet, 1, 1)["peak"]
@@ -1048,6 +1052,22 @@ BLOCKED_CASES = [
     ((1, 4, 10, 21), (33, 4, 4), 1, "same", 1),
     ((2, 3, 30, 31), (64, 7, 7), 2, 3, 1),
 ]
+
+
+@pytest.mark.parametrize("narrow", [True, False])
+def test_batch_last_weight_grad_in_either_gemm_orientation(rng, torch, monkeypatch, narrow):
+    """The batch-last weight gradient, ``grads @ cols^T`` or ``(cols @ grads^T)^T`` (chosen
+    by the filters per group), against PyTorch's autograd in float64, with groups."""
+    monkeypatch.setattr(plans, "WEIGHT_GRAD_SWAP_MAX_FILTERS", 10**6 if narrow else 0)
+    x = rng.standard_normal((3, 4, 5, 4))
+    weight = rng.standard_normal((10, 2, 3, 2))
+    how = C.conv2d_plan(x.shape, weight.shape, 1, 0, 1, 2, 8)["weight_grad"]
+    assert (how.algorithm, how.layout) == ("im2col", "batch-last")  # 9 positions < 10 filters
+    grad_out = rng.standard_normal(C.conv2d(x, weight, None, 1, 0, 1, 2).shape)
+    _, grad_w, _ = C.conv2d_backward(grad_out, x, weight, 1, 0, 1, 2, input_grad=False)
+    xt, wt = (torch.tensor(a, requires_grad=True) for a in (x, weight))
+    torch.nn.functional.conv2d(xt, wt, None, 1, 0, 1, 2).backward(torch.from_numpy(grad_out))
+    assert_close(grad_w, wt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
@@ -1121,14 +1141,14 @@ def test_blocked_forward_does_not_depend_on_the_thread_count(rng, monkeypatch):
         return real(x_part, *args)
 
     monkeypatch.setattr(kernels, name, spy)
-    monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 0)
+    monkeypatch.setattr(plans, "BLOCKED_MIN_PARALLEL_MACS", 0)
     with threads.limit(1):
         one = C.conv2d(x, weight, None, 1, 1)
     assert seen == [6]
     seen.clear()
     with threads.limit(2):
         two = C.conv2d(x, weight, None, 1, 1)
-    # two parts, one on this thread, the other on the pool's or here if it was not started
+    # two parts, one on this thread, the other on a worker or here if it was not started
     assert sorted(seen) == [3, 3]
     np.testing.assert_array_equal(one, two)
     with pytest.raises(ValueError, match="not initialized"):

@@ -176,11 +176,14 @@ def _tile_g8p14_s1(zero, xf, base, offs, wg, acc):
 
 
 @numba.njit(**_DRIVER)
-def g8p14(x, wb, offs, out, geom, xpad, acc):
+def g8p14(x, wb, offs, out, geom, xpad, acc, go, seq):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least 14 positions (the caller makes
     sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
-    without padding), ``acc`` (14, 8) a scratch block."""
+    without padding), ``acc`` (14, 8) a scratch block. First writes ``seq`` into
+    ``go[0]``, with the GIL already released: the signal that starts the engine's
+    spinning workers on their shares (:func:`.threads.parallel_signalled`)."""
+    go[0] = seq
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     zero = x.dtype.type(0)
@@ -303,11 +306,14 @@ def _tile_g16p10_s1(zero, xf, base, offs, wg, acc):
 
 
 @numba.njit(**_DRIVER)
-def g16p10(x, wb, offs, out, geom, xpad, acc):
+def g16p10(x, wb, offs, out, geom, xpad, acc, go, seq):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least 10 positions (the caller makes
     sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
-    without padding), ``acc`` (10, 16) a scratch block."""
+    without padding), ``acc`` (10, 16) a scratch block. First writes ``seq`` into
+    ``go[0]``, with the GIL already released: the signal that starts the engine's
+    spinning workers on their shares (:func:`.threads.parallel_signalled`)."""
+    go[0] = seq
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     zero = x.dtype.type(0)
@@ -414,11 +420,14 @@ def _tile_g32p8_s1(zero, xf, base, offs, wg, acc):
 
 
 @numba.njit(**_DRIVER)
-def g32p8(x, wb, offs, out, geom, xpad, acc):
+def g32p8(x, wb, offs, out, geom, xpad, acc, go, seq):
     """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
     ``out`` (n, F, H_out, W_out), whose rows hold at least 8 positions (the caller makes
     sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
-    without padding), ``acc`` (8, 32) a scratch block."""
+    without padding), ``acc`` (8, 32) a scratch block. First writes ``seq`` into
+    ``go[0]``, with the GIL already released: the signal that starts the engine's
+    spinning workers on their shares (:func:`.threads.parallel_signalled`)."""
+    go[0] = seq
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     zero = x.dtype.type(0)

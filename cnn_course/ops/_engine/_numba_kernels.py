@@ -32,6 +32,7 @@ __all__ = [
     "col2im",
     "MAX_POOL",
     "scatter",
+    "spin_wait",
 ]
 
 
@@ -491,3 +492,36 @@ def scatter(values, index, out):
             dst[t] = 0
         for o in range(src.shape[0]):
             dst[at[o]] += src[o]
+
+
+# sched_yield(2) from the C library: lets another thread ready on this core run. An external
+# call may write any memory, so LLVM reads the flag again after each (no hoisted load).
+_sched_yield = numba.types.ExternalFunction("sched_yield", numba.types.int32())
+# clock_gettime(2), its struct timespec (two 64-bit fields) written through the address
+_clock_gettime = numba.types.ExternalFunction(
+    "clock_gettime", numba.types.int32(numba.types.int32, numba.types.intp)
+)
+
+
+@_jit
+def _now_ns(clock):
+    _clock_gettime(np.int32(clock[0]), clock[1:].ctypes.data)
+    return clock[1] * 1_000_000_000 + clock[2]
+
+
+@_jit
+def spin_wait(flags, i, seen, timeout_ns, clock, signal, slot, value):
+    """First ``signal[slot] = value``; then ``flags[i]`` once it differs from ``seen``,
+    read until ``timeout_ns`` nanoseconds have passed (yielding the core between reads),
+    else ``seen``. ``clock`` is scratch: (clock id, then the 2 fields of a timespec), int64.
+    The engine's threads hand work over this way (:mod:`.threads`): both the signal and the
+    wait happen with the GIL released, so whoever is signalled finds the GIL free."""
+    signal[slot] = value
+    deadline = _now_ns(clock) + timeout_ns
+    while True:
+        current = flags[i]
+        if current != seen:
+            return current
+        _sched_yield()
+        if _now_ns(clock) > deadline:
+            return flags[i]

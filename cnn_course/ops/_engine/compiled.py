@@ -43,7 +43,7 @@ from types import ModuleType
 from typing import NamedTuple
 
 from cnn_course._types import Array
-from cnn_course.backend import array_module, is_cupy_array
+from cnn_course.backend import array_module, is_cupy_array, np
 from cnn_course.ops._engine import threads
 from cnn_course.ops._engine.windows import Window
 
@@ -64,6 +64,7 @@ __all__ = [
     "blocked_block",
     "blocked_forward",
     "compile_vectorised",
+    "spin_wait",
 ]
 
 #: ``CNN_COURSE_NUMBA=0`` (or ``false``/``no``/``off``) keeps the NumPy path.
@@ -286,6 +287,29 @@ def _blocked_scratch(xp: ModuleType, plane: tuple, block: tuple, dtype) -> tuple
     return xp.empty(plane, dtype=dtype), xp.empty(block, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> Array:
+    """Each tap's offset (channel, kernel row, kernel column, in that order) into a flat
+    padded sample of C planes (hp, wp); read-only, as it is shared between calls."""
+    offs = (
+        np.arange(c)[:, None, None] * (hp * wp)
+        + np.arange(kh)[None, :, None] * (dh * wp)
+        + np.arange(kw)[None, None, :] * dw
+    ).reshape(-1)
+    offs = offs.astype(np.int64)
+    offs.flags.writeable = False
+    return offs
+
+
+def spin_wait():
+    """The compiled spin-wait of the engine's hand-offs (:func:`.threads.parallel_signalled`)
+    where numba is on and the C library has ``sched_yield`` and ``clock_gettime`` (POSIX);
+    else None."""
+    if not enabled():
+        return None
+    return _kernels().spin_wait if os.name == "posix" else None
+
+
 def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
     """Cross-correlation without bias of a dense layer (``groups == 1``) by the
     register-blocked kernels: x (N, C, H, W), weight (F, C, kh, kw) -> (N, F, *win.out).
@@ -304,27 +328,21 @@ def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int) -> 
     hp, wp = win.padded_hw((h, w))
     if win.out[1] < p:
         raise ValueError(f"blocked_forward: output rows of {win.out[1]} < {p} positions")
-    offs = (
-        (
-            xp.arange(c)[:, None, None] * (hp * wp)
-            + xp.arange(kh)[None, :, None] * (dh * wp)
-            + xp.arange(kw)[None, None, :] * dw
-        )
-        .reshape(-1)
-        .astype("int64", copy=False)
-    )
+    offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
     geom = (int(sh), int(sw), int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
     out = xp.empty((n, f, *win.out), dtype=x.dtype)
     kernel = getattr(_kernels_blocked(), name)
     plane = (int(c), int(hp), int(wp)) if (hp, wp) != (h, w) else (1, 1, 1)
     args = (x, wb, offs, out, geom)
     if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
-        compile_vectorised(kernel, (*args, *_blocked_scratch(xp, plane, block, x.dtype)))
+        scratch = _blocked_scratch(xp, plane, block, x.dtype)
+        compile_vectorised(kernel, (*args, *scratch, xp.zeros(1, dtype="int64"), 0))
         _compiled.add((name, x.dtype.str))
 
-    def part(s: slice) -> None:
-        kernel(x[s], wb, offs, out[s], geom, *_blocked_scratch(xp, plane, block, x.dtype))
+    def part(s: slice, go: Array, seq: int) -> None:
+        scratch = _blocked_scratch(xp, plane, block, x.dtype)
+        kernel(x[s], wb, offs, out[s], geom, *scratch, go, seq)
 
     with threads.limit(thread_count):  # the plan gives one thread to a small layer
-        threads.parallel(part, n, threads.MIN_PARALLEL_BYTES)
+        threads.parallel_signalled(part, n, spin_wait())
     return out

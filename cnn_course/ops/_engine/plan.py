@@ -30,17 +30,17 @@ Algorithms
     2.5 to 7 times faster). Chosen under the same conditions as ``"direct-numba"``.
 ``"blocked-numba"``
     A dense layer's forward (``op="conv2d"``, ``groups == 1``, not pointwise) as a compiled
-    direct convolution (:func:`.compiled.blocked_forward`): blocks of a few output positions
-    of a row times up to 32 filters are held in vector registers while they sum over every
-    tap, so no columns are built (the idea of implicit GEMM, and of oneDNN's direct kernels).
-    Chosen on a CPU with AVX-512, in float32, where numba is on, for layers with
-    :data:`BLOCKED_MIN_ROWS` to :data:`BLOCKED_MAX_ROWS` rows C*kh*kw whose output rows are
-    at least a block wide; the batch is shared between threads from
-    :data:`.threads.MIN_PARALLEL_MACS`. Measured on 2 cores (AVX-512), in one process with
-    PyTorch, calls interleaved, against im2col: ResNet's 64-channel 3x3 layer 17.7 against
-    24.8 ms at 1 thread and 9.3 against 16.4 ms at 2; the 128- and 256-channel layers
-    within a few percent of im2col at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38
-    against 0.51 ms (the benchmark's tables before and after, 1 thread).
+    direct convolution (:func:`.compiled.blocked_forward`): blocks of a few output positions of
+    a row times up to 32 filters are held in vector registers while they sum over every tap, so
+    no columns are built (the idea of implicit GEMM, and of oneDNN's direct kernels). Chosen on
+    a CPU with AVX-512, in float32, where numba is on, for layers with :data:`BLOCKED_MIN_ROWS`
+    to :data:`BLOCKED_MAX_ROWS` rows C*kh*kw whose output rows are at least a block wide; the
+    batch is shared between threads from :data:`BLOCKED_MIN_PARALLEL_MACS`, each share handed
+    over without the GIL. Measured on 2 cores (AVX-512), in one process with PyTorch, calls
+    interleaved, against im2col: ResNet's 64-channel 3x3 layer 17.7 against 24.8 ms at 1 thread
+    and 9.3 against 16.4 ms at 2; the 128- and 256-channel layers within a few percent of im2col
+    at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38 against 0.51 ms (the benchmark's tables
+    before and after, 1 thread).
 ``"kernel"``
     One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
 ``"windows"``
@@ -103,6 +103,8 @@ __all__ = [
     "DEPTHWISE_STEP_BYTES",
     "BLOCKED_MIN_ROWS",
     "BLOCKED_MAX_ROWS",
+    "BLOCKED_MIN_PARALLEL_MACS",
+    "WEIGHT_GRAD_SWAP_MAX_FILTERS",
 ]
 
 #: Largest column matrix (bytes) a convolution builds at once; bigger batches are chunked.
@@ -122,6 +124,21 @@ DEPTHWISE_STEP_BYTES = 256 * 2**10
 #: rows, output rows of 7 positions) took 2.6 to 2.9 times im2col's time.
 BLOCKED_MIN_ROWS = 64
 BLOCKED_MAX_ROWS = 2304
+#: The register-blocked forward shares the batch between threads from this many
+#: multiply-accumulates: its shares are handed over without the GIL
+#: (:func:`.threads.parallel_signalled`), about 10 microseconds. Measured on 2 cores, LeNet's
+#: C3 (240,000 per sample), best/median of 400 calls, one thread against two: 8 samples
+#: (1.9 million) 69/84 against 67/76 us; 16 (3.8 million) 111/121 against 97/146 us; 32
+#: (7.7 million) 194/212 against 145/161 us; 64 (15.4 million) 362/369 against 211/239 us.
+BLOCKED_MIN_PARALLEL_MACS = 4 * 2**20
+#: A batch-last weight gradient with at most this many filters per group is computed as
+#: ``(cols @ grads^T)^T`` rather than ``grads @ cols^T``: the same products, but BLAS runs
+#: a product with a long inner axis and a narrow first side slowly. Measured on 2 cores,
+#: inner axis 6,400 and 150 rows (LeNet's C3 at batch 64), 1 thread / 2 threads: 16 filters
+#: 0.75/0.46 ms against 0.43/0.25; 64 filters 1.66/1.05 against 1.44/0.85; 128 filters
+#: (576 rows, inner axis 1,568) 2.54/1.43 against 2.38/1.32; but 256 filters (2,304 rows)
+#: 19.3/9.5 against 20.1/10.8, and 512 (4,608 rows) 18.6/9.4 against 30.5/19.8 ms.
+WEIGHT_GRAD_SWAP_MAX_FILTERS = 128
 
 OPS = (
     "conv2d",
@@ -231,10 +248,7 @@ def plan(
         and compiled.blocked_supported(itemsize, cupy)
         and ow >= compiled.blocked_block(out_channels).positions
     ):
-        # shared between threads from MIN_PARALLEL_MACS, as the GEMM tiles: LeNet's C3 (15
-        # million) split over 2 threads took 0.54 to 0.59 ms as the benchmark times it,
-        # against 0.40 on one (a worker handed work first ran a median 0.2 ms later)
-        share = cpu_threads if macs >= threads.MIN_PARALLEL_MACS else 1
+        share = cpu_threads if macs >= BLOCKED_MIN_PARALLEL_MACS else 1
         return Plan(op, backend, "blocked-numba", "planes", n, n, oh, column_bytes, share)
     if op == "conv2d_weight_grad" and positions < rows and macs < threads.MIN_PARALLEL_MACS:
         # per sample, the weight gradient's GEMM sums only L products per value: a small

@@ -20,18 +20,56 @@ gemms=True)`` does that: for the duration it sets BLAS to one thread (process-wi
 such region to end restores the count), so that BLAS's own threads stay asleep instead of
 spinning beside the engine's on the same cores. Whether GEMM work is large enough to split
 (:data:`MIN_PARALLEL_MACS`) is the plan's decision (:mod:`.plan`).
+
+Short compiled work (:func:`parallel_signalled`): a share of a fraction of a millisecond
+is lost to a hand-off through the pool above. Measured on 2 cores with LeNet's C3 (0.36 ms
+on one thread), split in halves:
+
+- a worker woken from sleep started its share a median 45 microseconds after the hand-off
+  (an idle core is halted, and waking it takes that long under a hypervisor);
+- left free, the scheduler often woke the worker on the caller's own core, behind the
+  caller, while the other core ran a BLAS thread spinning after its last GEMM: the split
+  took 0.42 to 0.44 ms, against 0.23 to 0.27 ms with the worker kept off the caller's core;
+- a worker that spun instead still slept on the GIL, which the caller held until its own
+  share entered compiled code.
+
+So for work whose every share is one compiled call, the workers wait spinning, in compiled
+code and without the GIL (:func:`._numba_kernels.spin_wait`, yielding the core between
+reads, as BLAS's threads do), until the caller's compiled call signals, from inside, that
+it has released the GIL; they take it then uncontended. After a share they spin for
+:data:`SPIN_S`, then sleep. Where the system lets a process place its threads (Linux),
+before a hand-off they are allowed every core but the caller's. The pool above is not
+placed: its work is longer, and held to one core a worker could not escape a busy one.
+Shares made of several NumPy calls gain nothing from the spinning workers: the two threads
+pass the GIL back and forth between the calls, and each pass can wake a halted core. Tried
+on LeNet's C1 (tiles of im2col and GEMM side by side), the forward took 0.45 ms against 0.37
+on one thread, its weight gradient 0.61 against 0.46.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["num_threads", "limit", "parallel", "split", "MIN_PARALLEL_BYTES", "MIN_PARALLEL_MACS"]
+from cnn_course.backend import np
+
+__all__ = [
+    "num_threads",
+    "limit",
+    "parallel",
+    "parallel_signalled",
+    "split",
+    "MIN_PARALLEL_BYTES",
+    "MIN_PARALLEL_MACS",
+    "SPIN_S",
+]
 
 #: Work smaller than this (bytes written) runs in the calling thread. Measured on 2 cores: a
 #: hand-off to the pool costs 30 to 50 microseconds, and a memory-bound pass over 4 MiB ran
@@ -46,12 +84,33 @@ MIN_PARALLEL_BYTES = 8 * 2**20
 #: to 0.54 ms), one faster (1.30 against 1.40 ms); at 61 and 100 million, split was faster
 #: (1.7 against 2.0 ms, 1.7 against 2.3 ms).
 MIN_PARALLEL_MACS = 64 * 2**20
+#: How long a worker of :func:`parallel_signalled` keeps spinning for its next share after
+#: one ends, before it sleeps (a loop's next call finds it awake).
+SPIN_S = 0.002
 
 _ENV = ("CNN_COURSE_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _local = threading.local()
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_workers: dict[int, object] = {}  # the pools' threads' native ids: their pool
+_placed = -1  # the core the workers were last kept off; -1 once they have changed
+
+
+def _cpu_reader() -> Callable[[], int] | None:
+    """``sched_getcpu`` (the core the calling thread runs on), where the system has it and
+    lets a process place its threads; else None (no placement)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        getcpu = ctypes.CDLL(None).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    getcpu.restype, getcpu.argtypes = ctypes.c_int, []
+    return getcpu
+
+
+_getcpu = _cpu_reader()
 
 
 def _from_environment() -> int:
@@ -155,10 +214,54 @@ def _single_threaded() -> None:
     _local.limit = 1
 
 
+def _worker_start(owner: object) -> None:
+    global _placed
+    _single_threaded()
+    with _lock:
+        _workers[threading.get_native_id()] = owner
+        _placed = -1
+
+
+def _forget_workers(owner: object) -> None:
+    """Stop placing the threads of a pool that is being replaced (their ids may be reused)."""
+    global _placed
+    for worker, pool in list(_workers.items()):
+        if pool == owner:
+            del _workers[worker]
+            _placed = -1
+
+
+def _forget_thread(worker: int) -> None:
+    global _placed
+    with _lock:
+        if _workers.pop(worker, None) is not None:
+            _placed = -1
+
+
+def _place_workers() -> None:
+    """Allow the spinning workers every core of this process but the caller's (see the
+    module docstring). A system call per worker, only when the caller's core has changed."""
+    global _placed
+    if _getcpu is None:
+        return
+    cpu = _getcpu()
+    with _lock:
+        if cpu == _placed or cpu < 0:
+            return
+        others = os.sched_getaffinity(0) - {cpu}
+        for worker in list(_workers) if others else ():
+            try:
+                os.sched_setaffinity(worker, others)
+            except OSError:  # a system that refuses: leave it free
+                pass
+        _placed = cpu
+
+
 def _forget_pool() -> None:
     """In a forked child the pool's threads do not exist: start a new pool when needed."""
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0
+    global _pool, _pool_size, _placed, _spinners
+    _pool, _pool_size, _placed, _spinners = None, 0, -1, None
+    _workers.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -207,6 +310,199 @@ def _share(fn: Callable[[slice], Any], slices: list[slice], pool: ThreadPoolExec
             # machine) is run here rather than waited for: never much slower than one thread
             results.append(fn(s) if future.cancel() else future.result())
     return results
+
+
+class _Share:
+    """One share of a :func:`parallel_signalled` call: run by a worker, or by the caller
+    where no worker has claimed it when the caller's own share is done."""
+
+    __slots__ = ("fn", "part", "seq", "claim", "finished", "result", "error")
+
+    def __init__(self, fn: Callable[..., Any], part: slice, seq: int) -> None:
+        self.fn, self.part, self.seq = fn, part, seq
+        self.claim = threading.Lock()
+        self.finished = threading.Lock()  # held until the share has run
+        self.finished.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self, go: Any) -> None:
+        try:
+            self.result = self.fn(self.part, go, 0)
+        except BaseException as exc:  # re-raised in the caller
+            self.error = exc
+
+
+def _clock() -> Any:
+    """A thread's scratch for :func:`._numba_kernels.spin_wait`: the monotonic clock's id,
+    then room for a timespec."""
+    return np.array([time.CLOCK_MONOTONIC, 0, 0], dtype=np.int64)
+
+
+def _spin_ns() -> int:
+    return int(SPIN_S * 1e9)
+
+
+def _own_line(length: int) -> Any:
+    """``length`` int64 flags, each in a 64-byte cache line of its own: a thread that spins
+    reading a flag would otherwise slow every write to whatever shares its line (measured:
+    the caller's Python ran 1.5 to 2 times slower beside a spinning worker)."""
+    return np.zeros(8 * (length + 2), dtype=np.int64)[8 : 8 * (length + 1) : 8]
+
+
+class _Spinners:
+    """Workers that wait for shares by spinning without the GIL (see the module docstring).
+
+    ``go[0]`` is the signal: the caller's compiled share writes the round's number into it.
+    ``posted`` is the last round handed out; a worker that has gone to sleep is woken for it
+    through ``cond``. ``done[i]`` is the last round worker ``i`` finished.
+    """
+
+    def __init__(self, workers: int, wait: Callable[..., int]) -> None:
+        self.wait = wait
+        self.go = _own_line(1)
+        self.done = _own_line(workers)
+        self.shares: list[_Share | None] = [None] * workers
+        self.cond = threading.Condition()
+        self.busy = threading.Lock()  # one call at a time; another thread's runs serially
+        self.posted = 0
+        self.sleeping = 0
+        self.closed = False
+        self.nothing = np.zeros(1, dtype=np.int64)  # a signal nobody reads
+        wait(self.go, 0, 1, 0, _clock(), self.nothing, 0, 0)  # compiled (or loaded) now
+        started = threading.Semaphore(0)
+        for i in range(workers):
+            threading.Thread(
+                target=self._serve, args=(i, started), name=f"cnn_course-spin-{i}", daemon=True
+            ).start()
+        for _ in range(workers):  # every worker known before the first placement
+            started.acquire()
+
+    def _serve(self, i: int, started: threading.Semaphore) -> None:
+        _worker_start(self)
+        started.release()
+        try:
+            self._rounds(i)
+        finally:
+            _forget_thread(threading.get_native_id())
+
+    def _rounds(self, i: int) -> None:
+        own_go = np.zeros(1, dtype=np.int64)  # a worker's share signals nobody
+        clock = _clock()
+        seen = 0
+        finished = (self.nothing, 0, 0)
+        while not self.closed:
+            # the last share's end is signalled by the wait itself, once the GIL is released:
+            # the caller, spinning for it, then takes the GIL without waiting
+            now = int(self.wait(self.go, 0, seen, _spin_ns(), clock, *finished))
+            finished = (self.nothing, 0, 0)
+            if now == seen:  # nothing within SPIN_S: sleep until the next round is posted
+                with self.cond:
+                    self.sleeping += 1
+                    while self.posted == seen and not self.closed:
+                        self.cond.wait()
+                    self.sleeping -= 1
+                    now = self.posted
+            seen = now
+            share = self.shares[i]
+            if share is not None and share.seq == now and share.claim.acquire(blocking=False):
+                share.run(own_go)
+                share.finished.release()
+                finished = (self.done, i, now)
+
+    def share(self, fn: Callable[..., Any], slices: list[slice]) -> list[Any]:
+        if not self.busy.acquire(blocking=False):
+            return [fn(s, np.zeros(1, dtype=np.int64), 0) for s in slices]
+        try:
+            return self._share(fn, slices)
+        finally:
+            self.busy.release()
+
+    def _share(self, fn: Callable[..., Any], slices: list[slice]) -> list[Any]:
+        _place_workers()
+        before = self.done.tolist()
+        with self.cond:
+            self.posted += 1
+            seq = self.posted
+            shares = [_Share(fn, s, seq) for s in slices[1:]]
+            self.shares[: len(shares)] = shares
+            if self.sleeping:
+                self.cond.notify_all()
+        own_go, clock = np.zeros(1, dtype=np.int64), _clock()
+        with limit(1):
+            try:
+                results = [fn(slices[0], self.go, seq)]
+            finally:  # even when the caller's share failed, no share outlives the call
+                for i, share in enumerate(shares):
+                    if share.claim.acquire(blocking=False):  # not started: run it here
+                        share.run(own_go)
+                    elif self._waited(i, before[i], clock) == before[i]:
+                        share.finished.acquire()  # not done within SPIN_S: sleep on it
+        for share in shares:
+            if share.error is not None:
+                raise share.error
+            results.append(share.result)
+        return results
+
+    def _waited(self, i: int, before: int, clock: Any) -> int:
+        """Worker ``i``'s last finished round, once it is past ``before`` (spinning up to
+        :data:`SPIN_S`)."""
+        return int(self.wait(self.done, i, before, _spin_ns(), clock, self.nothing, 0, 0))
+
+    def close(self) -> None:
+        """Let the workers end (they are not waited for) and stop placing them."""
+        with self.cond:
+            self.closed = True
+            self.posted += 1
+            self.go[0] = -1
+            self.cond.notify_all()
+        with _lock:
+            _forget_workers(self)
+
+
+_spinners: _Spinners | None = None
+_spin_lock = threading.Lock()
+
+
+def parallel_signalled(
+    fn: Callable[[slice, Any, int], Any], length: int, wait: Callable[..., int] | None
+) -> list[Any]:
+    """``[fn(s, go, seq) for s in split(length, threads)]``, for work whose every share is
+    one compiled call that starts with ``go[0] = seq`` (with the GIL released).
+
+    The caller's share gets the workers' signal array and the round's number, the others a
+    scratch array of their own; ``wait`` is :func:`._numba_kernels.spin_wait`. The workers
+    start on the signal, without waiting for the GIL (see the module docstring). As with
+    :func:`parallel`, ``fn`` must write disjoint outputs for disjoint slices, runs on one
+    thread inside, and a share no worker has started when the caller's is done runs in the
+    caller. With one thread or one item, the calling thread runs ``fn`` alone. Where ``wait``
+    is None (numba off, or a system without ``sched_yield`` and ``clock_gettime``), the
+    shares go to the pool of :func:`parallel`.
+    """
+    global _spinners
+    if length < 2 or (threads := num_threads()) == 1:
+        return [fn(slice(0, length), np.zeros(1, dtype=np.int64), 0)]
+    if wait is None:
+        return _share(
+            lambda s: fn(s, np.zeros(1, dtype=np.int64), 0),
+            split(length, threads),
+            _executor(threads - 1),
+        )
+    old = None
+    with _spin_lock:  # not _lock: the new workers take that one as they start
+        pool = _spinners
+        if pool is None or len(pool.shares) < threads - 1:
+            old, pool = pool, _Spinners(threads - 1, wait)
+            _spinners = pool
+    if old is not None:
+        old.close()
+    return pool.share(fn, split(length, threads))
+
+
+@atexit.register
+def _stop_spinners() -> None:
+    if _spinners is not None:
+        _spinners.close()
 
 
 def leading_axis(shape: Sequence[int]) -> int:
