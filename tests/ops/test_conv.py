@@ -1005,8 +1005,17 @@ def test_the_plan_chooses_the_blocked_forward_only_where_it_applies(monkeypatch)
     assert forward((8, 3, 224, 224), (64, 3, 7, 7), 2, 3) == "blocked-numba"  # 147 rows
     assert forward((64, 6, 14, 14), (16, 6, 5, 5), padding=0) == "blocked-numba"  # C3: 150
     assert forward((8, 256, 14, 14), (256, 256, 3, 3)) == "blocked-numba"  # 2304 rows
-    # fewer than BLOCKED_MIN_ROWS rows (LeNet's C1: 25), more than BLOCKED_MAX_ROWS
-    assert forward((64, 1, 32, 32), (6, 1, 5, 5), padding=0) == "im2col"
+    # fewer than BLOCKED_MIN_ROWS rows (LeNet's C1: 25): blocks along the rows, at a stride
+    # of 1 along them and for at most ROW_MAX_FILTERS filters, 16 positions wide
+    c1 = C.conv2d_plan((64, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, 1, 4)["forward"]
+    assert (c1.algorithm, c1.block) == ("blocked-numba", "g8r16")
+    assert C.conv2d_plan(*resnet, 1, 1, 1, 1, 4)["forward"].block == "g32p8"
+    assert forward((8, 3, 32, 32), (8, 3, 3, 3), stride=(2, 1)) == "blocked-numba"
+    assert forward((8, 3, 32, 32), (8, 3, 3, 3), stride=(1, 2)) == "im2col"
+    assert plans.ROW_MAX_FILTERS == 8
+    assert forward((8, 3, 32, 32), (9, 3, 3, 3)) == "im2col"
+    assert forward((8, 3, 15, 15), (8, 3, 3, 3)) == "im2col"  # 15 < 16 positions
+    # more than BLOCKED_MAX_ROWS
     assert forward((8, 512, 14, 14), (512, 512, 3, 3)) == "im2col"  # 4608 rows
     # output rows narrower than a block (7 positions; 32 filters take blocks of 8)
     assert forward((8, 256, 7, 7), (256, 256, 3, 3)) == "im2col"
@@ -1044,6 +1053,12 @@ def test_the_plan_chooses_the_blocked_forward_only_where_it_applies(monkeypatch)
 # 40: a last block filled with zeros), strides 1 and 2, asymmetric and "same" padding,
 # dilation, rows whose last block overlaps the one before
 BLOCKED_CASES = [
+    # blocks along the rows (fewer than 64 rows): LeNet's C1 padded, row strides, dilation,
+    # 1 to 8 filters, rows whose last block overlaps
+    ((2, 1, 28, 28), (6, 5, 5), 1, 2, 1),
+    ((2, 3, 11, 19), (8, 3, 3), (2, 1), 1, 1),
+    ((3, 2, 9, 21), (3, 3, 3), 1, (1, 2), 2),
+    ((1, 1, 8, 16), (1, 3, 3), 1, "same", 1),
     ((2, 8, 12, 16), (5, 3, 3), 1, 1, 1),
     ((2, 8, 12, 30), (7, 3, 3), 2, 1, 1),
     ((3, 4, 11, 24), (12, 4, 4), 2, (1, 2), 1),
@@ -1109,7 +1124,10 @@ def test_blocked_forward_refuses_rows_narrower_than_a_block_and_propagates_speci
     weight = rng.standard_normal((20, 5, 3, 3)).astype(np.float32)
     win = C._conv_setup("conv2d", x, weight, None, 1, 1, 1, 1)
     with pytest.raises(ValueError, match="output rows of 7 < 8 positions"):  # blocks of 32x8
-        compiled.blocked_forward(x, weight, win, 1)
+        compiled.blocked_forward(x, weight, win, 1, "g32p8")
+    win = C._conv_setup("conv2d", x, weight, None, (1, 2), 1, 1, 1)
+    with pytest.raises(ValueError, match="g8r16 runs along rows at stride 1"):
+        compiled.blocked_forward(x, weight, win, 1, "g8r16")
     x = rng.standard_normal((2, 8, 6, 16)).astype(np.float32)
     weight = rng.standard_normal((20, 8, 3, 3)).astype(np.float32)
     x[0, 1, 2, 3], x[1, 4, 0, 0] = np.nan, np.inf
@@ -1163,19 +1181,24 @@ def test_blocked_kernels_are_generated_from_the_committed_generator():
     assert gen["TARGET"].read_text(encoding="utf-8") == gen["source"]()
 
 
-def test_blocked_kernels_compile_to_vector_instructions(monkeypatch):
+@pytest.mark.parametrize("name", ["g8p14", "g8r16"])
+def test_blocked_kernels_compile_to_vector_instructions(monkeypatch, name):
     """numba compiles the blocked kernels with LLVM's SLP vectoriser only where asked
     (:func:`compiled.compile_vectorised`): then the accumulators are packed into vector
     registers (``vfmadd...ps``); compiled the default way they stay scalar (``...ss``).
-    Fresh copies of the smallest block, without the disk cache (cached code cannot be
-    inspected)."""
+    Fresh copies of the smallest block of each kind (along the filters, along a row),
+    without the disk cache (cached code cannot be inspected)."""
     needs_numba(monkeypatch)
     numba = compiled._kernels().numba
-    tile = compiled._kernels_blocked()._tile_g8p14_s1
+    zeros = np.zeros((72, 16), np.float32)
+    if name == "g8p14":
+        tile = compiled._kernels_blocked()._tile_g8p14_s1
+        args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros[:14, :8])
+    else:
+        tile = compiled._kernels_blocked()._tile_g8r16
+        args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros, 0, 8, 0)
     options = {k: v for k, v in tile.targetoptions.items() if k not in ("nopython", "inline")}
     options["cache"] = False
-    zeros = np.zeros((72, 14), np.float32)
-    args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros[:14, :8])
 
     def fmas(dispatcher):
         asm = dispatcher.inspect_asm(dispatcher.signatures[0])

@@ -3,12 +3,14 @@ do not edit; change the generator and run it.
 
 A dense convolution's forward without columns: for each output row, blocks of ``P``
 consecutive positions times ``G`` filters are summed over every tap ``t`` (channel, kernel
-row, kernel column) in scalar accumulators, ``a[p][q] += x[t, p] * w[t, q]``, which LLVM's SLP
-vectoriser packs into vector registers (numba runs it only when asked: :mod:`.compiled`
-compiles these with it). The input of one sample, padded into a scratch plane, stays in
-cache; its taps are read through the offsets ``offs[t]`` into the flat plane. Each sample is
-computed by one thread, every sum in the same order, so the result does not depend on the
-thread count. Imported only by :mod:`.compiled`, lazily.
+row, kernel column) in scalar accumulators, ``a[p][q] += x[t, p] * w[t, q]``, which LLVM's
+SLP vectoriser packs into vector registers: along the filters (``BLOCKS``, the block then
+copied out through ``acc``), or along the row (``ROW_BLOCKS``, stride 1, written straight
+out) (numba runs it only when asked: :mod:`.compiled` compiles these with it). The input of
+one sample, padded into a scratch plane, stays in cache; its taps are read through the
+offsets ``offs[t]`` into the flat plane. Each sample is computed by one thread, every sum in
+the same order, so the result does not depend on the thread count. Imported only by
+:mod:`.compiled`, lazily.
 
 ``wb`` is the weight as (F/G blocks, C*kh*kw taps, G filters), zero-filled past F;
 ``geom`` is ``(stride_h, stride_w, pad_top, pad_left, padded_h, padded_w)``.
@@ -21,10 +23,12 @@ import numba
 from cnn_course.backend import np
 from cnn_course.ops._engine._numba_kernels import _OPTIONS, _pad_into
 
-__all__ = ["BLOCKS", "g8p14", "g16p10", "g32p8"]
+__all__ = ["BLOCKS", "ROW_BLOCKS", "g8p14", "g16p10", "g32p8", "g8r16"]
 
 #: name: (filters G, positions P) of each kernel's block
 BLOCKS = {'g8p14': (8, 14), 'g16p10': (16, 10), 'g32p8': (32, 8)}
+#: the same for the kernels whose blocks run along a row (stride 1; see below)
+ROW_BLOCKS = {'g8r16': (8, 16)}
 
 # fastmath "contract" fuses a * b + c into one instruction (FMA) and allows nothing else:
 # every accumulator still sums its taps in order
@@ -449,3 +453,82 @@ def g32p8(x, wb, offs, out, geom, xpad, acc, go, seq):
                         for p in range(8):
                             out[i, f0 + q, oh, ow0 + p] = acc[p, q]
                     ow0 += 8
+
+
+@numba.njit(**_TILE)
+def _tile_g8r16(zero, xf, base, offs, wg, rows, f0, fn, ow0):
+    b0_0 = b0_1 = b0_2 = b0_3 = b0_4 = b0_5 = b0_6 = b0_7 = b0_8 = b0_9 = b0_10 = b0_11 = b0_12 = b0_13 = b0_14 = b0_15 = zero
+    b1_0 = b1_1 = b1_2 = b1_3 = b1_4 = b1_5 = b1_6 = b1_7 = b1_8 = b1_9 = b1_10 = b1_11 = b1_12 = b1_13 = b1_14 = b1_15 = zero
+    b2_0 = b2_1 = b2_2 = b2_3 = b2_4 = b2_5 = b2_6 = b2_7 = b2_8 = b2_9 = b2_10 = b2_11 = b2_12 = b2_13 = b2_14 = b2_15 = zero
+    b3_0 = b3_1 = b3_2 = b3_3 = b3_4 = b3_5 = b3_6 = b3_7 = b3_8 = b3_9 = b3_10 = b3_11 = b3_12 = b3_13 = b3_14 = b3_15 = zero
+    b4_0 = b4_1 = b4_2 = b4_3 = b4_4 = b4_5 = b4_6 = b4_7 = b4_8 = b4_9 = b4_10 = b4_11 = b4_12 = b4_13 = b4_14 = b4_15 = zero
+    b5_0 = b5_1 = b5_2 = b5_3 = b5_4 = b5_5 = b5_6 = b5_7 = b5_8 = b5_9 = b5_10 = b5_11 = b5_12 = b5_13 = b5_14 = b5_15 = zero
+    b6_0 = b6_1 = b6_2 = b6_3 = b6_4 = b6_5 = b6_6 = b6_7 = b6_8 = b6_9 = b6_10 = b6_11 = b6_12 = b6_13 = b6_14 = b6_15 = zero
+    b7_0 = b7_1 = b7_2 = b7_3 = b7_4 = b7_5 = b7_6 = b7_7 = b7_8 = b7_9 = b7_10 = b7_11 = b7_12 = b7_13 = b7_14 = b7_15 = zero
+    u1 = np.uint64(1); u2 = np.uint64(2); u3 = np.uint64(3); u4 = np.uint64(4); u5 = np.uint64(5); u6 = np.uint64(6); u7 = np.uint64(7); u8 = np.uint64(8); u9 = np.uint64(9); u10 = np.uint64(10); u11 = np.uint64(11); u12 = np.uint64(12); u13 = np.uint64(13); u14 = np.uint64(14); u15 = np.uint64(15)
+    for t in range(offs.shape[0]):
+        o = np.uint64(base + offs[t])
+        x0 = xf[o]; x1 = xf[o + u1]; x2 = xf[o + u2]; x3 = xf[o + u3]; x4 = xf[o + u4]; x5 = xf[o + u5]; x6 = xf[o + u6]; x7 = xf[o + u7]; x8 = xf[o + u8]; x9 = xf[o + u9]; x10 = xf[o + u10]; x11 = xf[o + u11]; x12 = xf[o + u12]; x13 = xf[o + u13]; x14 = xf[o + u14]; x15 = xf[o + u15]
+        w0 = wg[t, 0]
+        b0_0 += x0 * w0; b0_1 += x1 * w0; b0_2 += x2 * w0; b0_3 += x3 * w0; b0_4 += x4 * w0; b0_5 += x5 * w0; b0_6 += x6 * w0; b0_7 += x7 * w0; b0_8 += x8 * w0; b0_9 += x9 * w0; b0_10 += x10 * w0; b0_11 += x11 * w0; b0_12 += x12 * w0; b0_13 += x13 * w0; b0_14 += x14 * w0; b0_15 += x15 * w0
+        w1 = wg[t, 1]
+        b1_0 += x0 * w1; b1_1 += x1 * w1; b1_2 += x2 * w1; b1_3 += x3 * w1; b1_4 += x4 * w1; b1_5 += x5 * w1; b1_6 += x6 * w1; b1_7 += x7 * w1; b1_8 += x8 * w1; b1_9 += x9 * w1; b1_10 += x10 * w1; b1_11 += x11 * w1; b1_12 += x12 * w1; b1_13 += x13 * w1; b1_14 += x14 * w1; b1_15 += x15 * w1
+        w2 = wg[t, 2]
+        b2_0 += x0 * w2; b2_1 += x1 * w2; b2_2 += x2 * w2; b2_3 += x3 * w2; b2_4 += x4 * w2; b2_5 += x5 * w2; b2_6 += x6 * w2; b2_7 += x7 * w2; b2_8 += x8 * w2; b2_9 += x9 * w2; b2_10 += x10 * w2; b2_11 += x11 * w2; b2_12 += x12 * w2; b2_13 += x13 * w2; b2_14 += x14 * w2; b2_15 += x15 * w2
+        w3 = wg[t, 3]
+        b3_0 += x0 * w3; b3_1 += x1 * w3; b3_2 += x2 * w3; b3_3 += x3 * w3; b3_4 += x4 * w3; b3_5 += x5 * w3; b3_6 += x6 * w3; b3_7 += x7 * w3; b3_8 += x8 * w3; b3_9 += x9 * w3; b3_10 += x10 * w3; b3_11 += x11 * w3; b3_12 += x12 * w3; b3_13 += x13 * w3; b3_14 += x14 * w3; b3_15 += x15 * w3
+        w4 = wg[t, 4]
+        b4_0 += x0 * w4; b4_1 += x1 * w4; b4_2 += x2 * w4; b4_3 += x3 * w4; b4_4 += x4 * w4; b4_5 += x5 * w4; b4_6 += x6 * w4; b4_7 += x7 * w4; b4_8 += x8 * w4; b4_9 += x9 * w4; b4_10 += x10 * w4; b4_11 += x11 * w4; b4_12 += x12 * w4; b4_13 += x13 * w4; b4_14 += x14 * w4; b4_15 += x15 * w4
+        w5 = wg[t, 5]
+        b5_0 += x0 * w5; b5_1 += x1 * w5; b5_2 += x2 * w5; b5_3 += x3 * w5; b5_4 += x4 * w5; b5_5 += x5 * w5; b5_6 += x6 * w5; b5_7 += x7 * w5; b5_8 += x8 * w5; b5_9 += x9 * w5; b5_10 += x10 * w5; b5_11 += x11 * w5; b5_12 += x12 * w5; b5_13 += x13 * w5; b5_14 += x14 * w5; b5_15 += x15 * w5
+        w6 = wg[t, 6]
+        b6_0 += x0 * w6; b6_1 += x1 * w6; b6_2 += x2 * w6; b6_3 += x3 * w6; b6_4 += x4 * w6; b6_5 += x5 * w6; b6_6 += x6 * w6; b6_7 += x7 * w6; b6_8 += x8 * w6; b6_9 += x9 * w6; b6_10 += x10 * w6; b6_11 += x11 * w6; b6_12 += x12 * w6; b6_13 += x13 * w6; b6_14 += x14 * w6; b6_15 += x15 * w6
+        w7 = wg[t, 7]
+        b7_0 += x0 * w7; b7_1 += x1 * w7; b7_2 += x2 * w7; b7_3 += x3 * w7; b7_4 += x4 * w7; b7_5 += x5 * w7; b7_6 += x6 * w7; b7_7 += x7 * w7; b7_8 += x8 * w7; b7_9 += x9 * w7; b7_10 += x10 * w7; b7_11 += x11 * w7; b7_12 += x12 * w7; b7_13 += x13 * w7; b7_14 += x14 * w7; b7_15 += x15 * w7
+    if 0 < fn:
+        r = rows[f0 + 0]
+        r[ow0 + 0] = b0_0; r[ow0 + 1] = b0_1; r[ow0 + 2] = b0_2; r[ow0 + 3] = b0_3; r[ow0 + 4] = b0_4; r[ow0 + 5] = b0_5; r[ow0 + 6] = b0_6; r[ow0 + 7] = b0_7; r[ow0 + 8] = b0_8; r[ow0 + 9] = b0_9; r[ow0 + 10] = b0_10; r[ow0 + 11] = b0_11; r[ow0 + 12] = b0_12; r[ow0 + 13] = b0_13; r[ow0 + 14] = b0_14; r[ow0 + 15] = b0_15
+    if 1 < fn:
+        r = rows[f0 + 1]
+        r[ow0 + 0] = b1_0; r[ow0 + 1] = b1_1; r[ow0 + 2] = b1_2; r[ow0 + 3] = b1_3; r[ow0 + 4] = b1_4; r[ow0 + 5] = b1_5; r[ow0 + 6] = b1_6; r[ow0 + 7] = b1_7; r[ow0 + 8] = b1_8; r[ow0 + 9] = b1_9; r[ow0 + 10] = b1_10; r[ow0 + 11] = b1_11; r[ow0 + 12] = b1_12; r[ow0 + 13] = b1_13; r[ow0 + 14] = b1_14; r[ow0 + 15] = b1_15
+    if 2 < fn:
+        r = rows[f0 + 2]
+        r[ow0 + 0] = b2_0; r[ow0 + 1] = b2_1; r[ow0 + 2] = b2_2; r[ow0 + 3] = b2_3; r[ow0 + 4] = b2_4; r[ow0 + 5] = b2_5; r[ow0 + 6] = b2_6; r[ow0 + 7] = b2_7; r[ow0 + 8] = b2_8; r[ow0 + 9] = b2_9; r[ow0 + 10] = b2_10; r[ow0 + 11] = b2_11; r[ow0 + 12] = b2_12; r[ow0 + 13] = b2_13; r[ow0 + 14] = b2_14; r[ow0 + 15] = b2_15
+    if 3 < fn:
+        r = rows[f0 + 3]
+        r[ow0 + 0] = b3_0; r[ow0 + 1] = b3_1; r[ow0 + 2] = b3_2; r[ow0 + 3] = b3_3; r[ow0 + 4] = b3_4; r[ow0 + 5] = b3_5; r[ow0 + 6] = b3_6; r[ow0 + 7] = b3_7; r[ow0 + 8] = b3_8; r[ow0 + 9] = b3_9; r[ow0 + 10] = b3_10; r[ow0 + 11] = b3_11; r[ow0 + 12] = b3_12; r[ow0 + 13] = b3_13; r[ow0 + 14] = b3_14; r[ow0 + 15] = b3_15
+    if 4 < fn:
+        r = rows[f0 + 4]
+        r[ow0 + 0] = b4_0; r[ow0 + 1] = b4_1; r[ow0 + 2] = b4_2; r[ow0 + 3] = b4_3; r[ow0 + 4] = b4_4; r[ow0 + 5] = b4_5; r[ow0 + 6] = b4_6; r[ow0 + 7] = b4_7; r[ow0 + 8] = b4_8; r[ow0 + 9] = b4_9; r[ow0 + 10] = b4_10; r[ow0 + 11] = b4_11; r[ow0 + 12] = b4_12; r[ow0 + 13] = b4_13; r[ow0 + 14] = b4_14; r[ow0 + 15] = b4_15
+    if 5 < fn:
+        r = rows[f0 + 5]
+        r[ow0 + 0] = b5_0; r[ow0 + 1] = b5_1; r[ow0 + 2] = b5_2; r[ow0 + 3] = b5_3; r[ow0 + 4] = b5_4; r[ow0 + 5] = b5_5; r[ow0 + 6] = b5_6; r[ow0 + 7] = b5_7; r[ow0 + 8] = b5_8; r[ow0 + 9] = b5_9; r[ow0 + 10] = b5_10; r[ow0 + 11] = b5_11; r[ow0 + 12] = b5_12; r[ow0 + 13] = b5_13; r[ow0 + 14] = b5_14; r[ow0 + 15] = b5_15
+    if 6 < fn:
+        r = rows[f0 + 6]
+        r[ow0 + 0] = b6_0; r[ow0 + 1] = b6_1; r[ow0 + 2] = b6_2; r[ow0 + 3] = b6_3; r[ow0 + 4] = b6_4; r[ow0 + 5] = b6_5; r[ow0 + 6] = b6_6; r[ow0 + 7] = b6_7; r[ow0 + 8] = b6_8; r[ow0 + 9] = b6_9; r[ow0 + 10] = b6_10; r[ow0 + 11] = b6_11; r[ow0 + 12] = b6_12; r[ow0 + 13] = b6_13; r[ow0 + 14] = b6_14; r[ow0 + 15] = b6_15
+    if 7 < fn:
+        r = rows[f0 + 7]
+        r[ow0 + 0] = b7_0; r[ow0 + 1] = b7_1; r[ow0 + 2] = b7_2; r[ow0 + 3] = b7_3; r[ow0 + 4] = b7_4; r[ow0 + 5] = b7_5; r[ow0 + 6] = b7_6; r[ow0 + 7] = b7_7; r[ow0 + 8] = b7_8; r[ow0 + 9] = b7_9; r[ow0 + 10] = b7_10; r[ow0 + 11] = b7_11; r[ow0 + 12] = b7_12; r[ow0 + 13] = b7_13; r[ow0 + 14] = b7_14; r[ow0 + 15] = b7_15
+
+
+@numba.njit(**_DRIVER)
+def g8r16(x, wb, offs, out, geom, xpad, acc, go, seq):
+    """As the other kernels (``acc`` is not used), at a stride of 1 along the rows only:
+    blocks of 16 positions of an output row times 8 filters, each filter's 16 sums
+    one vector."""
+    go[0] = seq
+    sh, _, pt, pl, hp, wp = geom
+    f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
+    zero = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        xf = _flat_sample(x[i], xpad, pt, pl, hp, wp)
+        for b in range(wb.shape[0]):
+            wg, f0 = wb[b], b * 8
+            fn = min(8, f - f0)
+            for oh in range(oh_n):
+                rows = out[i, :, oh]
+                ow0 = 0
+                while ow0 < ow_n:
+                    ow0 = min(ow0, ow_n - 16)  # the last block overlaps the one before
+                    _tile_g8r16(zero, xf, oh * sh * wp + ow0, offs, wg, rows, f0, fn, ow0)
+                    ow0 += 16

@@ -62,6 +62,7 @@ __all__ = [
     "blocked_supported",
     "Block",
     "blocked_block",
+    "named_block",
     "blocked_forward",
     "compile_vectorised",
     "spin_wait",
@@ -247,11 +248,21 @@ class Block(NamedTuple):
     positions: int
 
 
-def blocked_block(out_channels: int) -> Block:
+def blocked_block(out_channels: int, along_row: bool = False) -> Block:
     """The kernel for ``out_channels`` filters: the narrowest block of filters that holds
-    them all (32 past 16: each input value loaded then feeds more filters)."""
-    by_width = sorted(_kernels_blocked().BLOCKS.items(), key=lambda item: item[1][0])
+    them all (32 past 16: each input value loaded then feeds more filters); with
+    ``along_row``, among the kernels whose blocks run along a row (stride 1)."""
+    kernels = _kernels_blocked()
+    blocks = kernels.ROW_BLOCKS if along_row else kernels.BLOCKS
+    by_width = sorted(blocks.items(), key=lambda item: item[1][0])
     name, (g, p) = next((b for b in by_width if out_channels <= b[1][0]), by_width[-1])
+    return Block(name, g, p)
+
+
+def named_block(name: str) -> Block:
+    """The blocked kernel ``name`` (a plan's ``block``)."""
+    kernels = _kernels_blocked()
+    g, p = {**kernels.BLOCKS, **kernels.ROW_BLOCKS}[name]
     return Block(name, g, p)
 
 
@@ -310,16 +321,19 @@ def spin_wait():
     return _kernels().spin_wait if os.name == "posix" else None
 
 
-def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int) -> Array:
+def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int, block: str) -> Array:
     """Cross-correlation without bias of a dense layer (``groups == 1``) by the
-    register-blocked kernels: x (N, C, H, W), weight (F, C, kh, kw) -> (N, F, *win.out).
-    No columns are built; each thread pads one sample at a time into its own scratch plane."""
+    register-blocked kernel ``block`` (the plan's, :func:`blocked_block`): x (N, C, H, W),
+    weight (F, C, kh, kw) -> (N, F, *win.out). No columns are built; each thread pads one
+    sample at a time into its own scratch plane."""
     x = _c(x)
     xp = array_module(x)
     n, c, h, w = x.shape
     f, _, kh, kw = weight.shape
     (sh, sw), (dh, dw) = win.stride, win.dilation
-    name, g, p = blocked_block(f)
+    name, g, p = named_block(block)
+    if name in _kernels_blocked().ROW_BLOCKS and win.stride[1] != 1:
+        raise ValueError(f"blocked_forward: {name} runs along rows at stride 1, got {win.stride}")
     block = (p, g)
     rows = c * kh * kw
     wb = xp.zeros((-(-f // g), rows, g), dtype=x.dtype)  # filters past F stay zero

@@ -131,7 +131,7 @@ def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
     if how.algorithm == "direct-numba":
         return compiled.forward(x, weight, win, how.threads)
     if how.algorithm == "blocked-numba":
-        return compiled.blocked_forward(x, weight, win, how.threads)
+        return compiled.blocked_forward(x, weight, win, how.threads, how.block)
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], win.groups
     w3 = weight.reshape(g, f // g, -1)
@@ -250,7 +250,7 @@ def workspace_bytes(x_shape: Sequence[int], win: Window, out_channels: int, item
     shifted = c * win.kernel[1] * (h + sum(win.pads[0])) * win.out[1] * itemsize
     if how.algorithm == "blocked-numba":  # no columns: a padded plane per thread, the weights
         rows = c * win.kernel[0] * win.kernel[1]
-        g = compiled.blocked_block(out_channels).filters
+        g = compiled.named_block(how.block).filters
         padded = any(sum(win.pads, ()))  # else the kernels read the samples in place
         plane = c * (h + sum(win.pads[0])) * (x_shape[3] + sum(win.pads[1])) * itemsize * padded
         weights = -(-out_channels // g) * g * rows * itemsize + rows * 8  # blocks, offsets

@@ -34,13 +34,15 @@ Algorithms
     a row times up to 32 filters are held in vector registers while they sum over every tap, so
     no columns are built (the idea of implicit GEMM, and of oneDNN's direct kernels). Chosen on
     a CPU with AVX-512, in float32, where numba is on, for layers with :data:`BLOCKED_MIN_ROWS`
-    to :data:`BLOCKED_MAX_ROWS` rows C*kh*kw whose output rows are at least a block wide; the
-    batch is shared between threads from :data:`BLOCKED_MIN_PARALLEL_MACS`, each share handed
-    over without the GIL. Measured on 2 cores (AVX-512), in one process with PyTorch, calls
-    interleaved, against im2col: ResNet's 64-channel 3x3 layer 17.7 against 24.8 ms at 1 thread
-    and 9.3 against 16.4 ms at 2; the 128- and 256-channel layers within a few percent of im2col
-    at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38 against 0.51 ms (the benchmark's tables
-    before and after, 1 thread).
+    to :data:`BLOCKED_MAX_ROWS` rows C*kh*kw whose output rows are at least a block wide; and,
+    with blocks of 16 positions along a row (the plan's ``block`` ``"g8r16"``), for layers with
+    fewer rows, at most :data:`ROW_MAX_FILTERS` filters and a stride of 1 along the rows
+    (LeNet's C1). The batch is shared between threads from :data:`BLOCKED_MIN_PARALLEL_MACS`,
+    each share handed over without the GIL. Measured on 2 cores (AVX-512), in one process with
+    PyTorch, calls interleaved, against im2col: ResNet's 64-channel 3x3 layer 17.7 against 24.8
+    ms at 1 thread and 9.3 against 16.4 ms at 2; the 128- and 256-channel layers within a few
+    percent of im2col at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38 against 0.51 ms (the
+    benchmark's tables before and after, 1 thread).
 ``"kernel"``
     One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
 ``"windows"``
@@ -59,8 +61,10 @@ another, each copy and elementwise pass cut over the threads (when large), each 
 BLAS's threads. Measured on 2 cores, the strided 3x3/2 layer of the benchmark took 12 to 14
 ms as ``"copies"`` and 6.4 ms as ``"tiles"`` (its GEMM alone: 5.0 ms): the padding and the
 gathers of small tiles ran on one core, and BLAS's threads, spinning after each GEMM, held
-the cores the copies' threads waited for. LeNet's layers (15 million multiply-accumulates or
-fewer at batch 64) stay on one thread: split, they ran slower.
+the cores the copies' threads waited for. The GEMMs of LeNet's layers (15 million
+multiply-accumulates or fewer at batch 64) stay on one thread: split, they ran slower (the
+blocked forward shares even these: its shares are single compiled calls, handed over
+without the GIL).
 
 Layouts (of the im2col GEMMs): ``"per-sample"``, (F, C*kh*kw) @ (C*kh*kw, L) per sample,
 written straight into NCHW, when there are at least as many output positions L as filters F
@@ -103,6 +107,7 @@ __all__ = [
     "DEPTHWISE_STEP_BYTES",
     "BLOCKED_MIN_ROWS",
     "BLOCKED_MAX_ROWS",
+    "ROW_MAX_FILTERS",
     "BLOCKED_MIN_PARALLEL_MACS",
     "WEIGHT_GRAD_SWAP_MAX_FILTERS",
 ]
@@ -124,6 +129,13 @@ DEPTHWISE_STEP_BYTES = 256 * 2**10
 #: rows, output rows of 7 positions) took 2.6 to 2.9 times im2col's time.
 BLOCKED_MIN_ROWS = 64
 BLOCKED_MAX_ROWS = 2304
+#: Below :data:`BLOCKED_MIN_ROWS` rows, the forward takes blocks along the output rows
+#: (16 positions of a row times 8 filters, written out as 8 vectors) for layers of at most
+#: this many filters at stride 1 (width); more filters keep im2col. Measured on 2 cores,
+#: LeNet's C1 (25 rows, 6 filters) at batch 64: 0.32 against 0.34 ms for im2col at 1 thread,
+#: and, shared over 2 threads, 0.22 ms against 0.36 (its GEMM: 0.27 ms). Its sums are
+#: bounded by the multiply-adds (8 vector FMAs per tap, 2 of the 8 filters zero).
+ROW_MAX_FILTERS = 8
 #: The register-blocked forward shares the batch between threads from this many
 #: multiply-accumulates: its shares are handed over without the GIL
 #: (:func:`.threads.parallel_signalled`), about 10 microseconds. Measured on 2 cores, LeNet's
@@ -167,6 +179,8 @@ class Plan:
     column_bytes : bytes of one sample's column matrix (C*kh*kw*H_out*W_out values)
     threads : threads the copies and elementwise passes use
     split : ``"copies"`` or ``"tiles"`` (see the module docstring)
+    block : the compiled kernel of ``"blocked-numba"`` (its block of filters and positions,
+        :func:`.compiled.blocked_block`), else ``""``
     """
 
     op: str
@@ -179,6 +193,7 @@ class Plan:
     column_bytes: int
     threads: int
     split: str = "copies"
+    block: str = ""
 
     def chunks(self, n: int) -> list[slice]:
         """The batch chunks of ``n`` samples."""
@@ -244,12 +259,27 @@ def plan(
         op == "conv2d"
         and win.groups == 1
         and not win.pointwise
-        and BLOCKED_MIN_ROWS <= rows <= BLOCKED_MAX_ROWS
+        and rows <= BLOCKED_MAX_ROWS
         and compiled.blocked_supported(itemsize, cupy)
-        and ow >= compiled.blocked_block(out_channels).positions
     ):
-        share = cpu_threads if macs >= BLOCKED_MIN_PARALLEL_MACS else 1
-        return Plan(op, backend, "blocked-numba", "planes", n, n, oh, column_bytes, share)
+        # few taps: blocks along the row, at stride 1 and for few filters (LeNet's C1)
+        along_row = rows < BLOCKED_MIN_ROWS
+        block = compiled.blocked_block(out_channels, along_row)
+        fits = not along_row or (win.stride[1] == 1 and out_channels <= ROW_MAX_FILTERS)
+        if fits and ow >= block.positions:
+            share = cpu_threads if macs >= BLOCKED_MIN_PARALLEL_MACS else 1
+            return Plan(
+                op,
+                backend,
+                "blocked-numba",
+                "planes",
+                n,
+                n,
+                oh,
+                column_bytes,
+                share,
+                block=block.name,
+            )
     if op == "conv2d_weight_grad" and positions < rows and macs < threads.MIN_PARALLEL_MACS:
         # per sample, the weight gradient's GEMM sums only L products per value: a small
         # layer with fewer positions than rows (LeNet's C3) takes one GEMM over the batch
