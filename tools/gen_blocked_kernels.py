@@ -91,12 +91,7 @@ DRIVER = '''
 
 @numba.njit(**_DRIVER)
 def {name}(x, wb, offs, out, geom, xpad, acc, go, seq):
-    """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
-    ``out`` (n, F, H_out, W_out), whose rows hold at least {p} positions (the caller makes
-    sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
-    without padding), ``acc`` ({p}, {g}) a scratch block. First writes ``seq`` into
-    ``go[0]``, with the GIL already released: the signal that starts the engine's
-    spinning workers on their shares (:func:`.threads.parallel_signalled`)."""
+    """{doc}"""
     go[0] = seq
     sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
@@ -111,15 +106,31 @@ def {name}(x, wb, offs, out, geom, xpad, acc, go, seq):
                 ow0 = 0
                 while ow0 < ow_n:
                     ow0 = min(ow0, ow_n - {p})  # the last block overlaps the one before
+{block}
+                    ow0 += {p}
+'''
+
+#: a block along the filters: the tile fills ``acc``, copied out here
+FILTER_BLOCK = """\
                     if sw == 1:
                         _tile_{name}_s1(zero, xf, rb + ow0, offs, wg, acc)
                     else:
                         _tile_{name}(zero, xf, rb + ow0 * sw, sw, offs, wg, acc)
                     for q in range(fn):
                         for p in range({p}):
-                            out[i, f0 + q, oh, ow0 + p] = acc[p, q]
-                    ow0 += {p}
-'''
+                            out[i, f0 + q, oh, ow0 + p] = acc[p, q]"""
+FILTER_DOC = """Cross-correlation of the samples ``x`` (n, C, H, W) with ``wb``, written into
+    ``out`` (n, F, H_out, W_out), whose rows hold at least {p} positions (the caller makes
+    sure); ``xpad`` (C, padded_h, padded_w) is a scratch plane (any other shape
+    without padding), ``acc`` ({p}, {g}) a scratch block. First writes ``seq`` into
+    ``go[0]``, with the GIL already released: the signal that starts the engine's
+    spinning workers on their shares (:func:`.threads.parallel_signalled`)."""
+#: a block along a row: the tile writes its vectors straight into the output rows
+ROW_BLOCK = """\
+                    _tile_{name}(zero, xf, rb + ow0, offs, wg, out[i, :, oh], f0, fn, ow0)"""
+ROW_DOC = """As the other kernels (``acc`` is not used), at a stride of 1 along the rows only:
+    blocks of {p} positions of an output row times {g} filters, each filter's {p} sums
+    one vector."""
 
 
 def _tile(fn: str, g: int, p: int, stride: str) -> str:
@@ -151,32 +162,6 @@ def _tile(fn: str, g: int, p: int, stride: str) -> str:
     return "\n".join(line for line in lines if line.strip() or not line) + "\n"
 
 
-ROW_DRIVER = '''
-
-@numba.njit(**_DRIVER)
-def {name}(x, wb, offs, out, geom, xpad, acc, go, seq):
-    """As the other kernels (``acc`` is not used), at a stride of 1 along the rows only:
-    blocks of {p} positions of an output row times {g} filters, each filter's {p} sums
-    one vector."""
-    go[0] = seq
-    sh, _, pt, pl, hp, wp = geom
-    f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
-    zero = x.dtype.type(0)
-    for i in range(x.shape[0]):
-        xf = _flat_sample(x[i], xpad, pt, pl, hp, wp)
-        for b in range(wb.shape[0]):
-            wg, f0 = wb[b], b * {g}
-            fn = min({g}, f - f0)
-            for oh in range(oh_n):
-                rows = out[i, :, oh]
-                ow0 = 0
-                while ow0 < ow_n:
-                    ow0 = min(ow0, ow_n - {p})  # the last block overlaps the one before
-                    _tile_{name}(zero, xf, oh * sh * wp + ow0, offs, wg, rows, f0, fn, ow0)
-                    ow0 += {p}
-'''
-
-
 def _row_tile(fn: str, g: int, p: int) -> str:
     """One block along a row: ``p`` consecutive positions times ``g`` filters, over all
     taps, the sums of filter ``q`` stored into ``rows[f0 + q, ow0 : ow0 + p]`` (``q < fn``)."""
@@ -202,6 +187,11 @@ def _row_tile(fn: str, g: int, p: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _driver(name: str, g: int, p: int, block: str, doc: str) -> str:
+    fields = dict(name=name, g=g, p=p)
+    return DRIVER.format(**fields, block=block.format(**fields), doc=doc.format(**fields))
+
+
 def source() -> str:
     """The generated module's text."""
     names = ", ".join(f'"{name}"' for name in (*BLOCKS, *ROW_BLOCKS))
@@ -209,10 +199,10 @@ def source() -> str:
     for name, (g, p) in BLOCKS.items():
         parts.append(_tile(f"_tile_{name}", g, p, "sw"))
         parts.append(_tile(f"_tile_{name}_s1", g, p, "1"))
-        parts.append(DRIVER.format(name=name, g=g, p=p))
+        parts.append(_driver(name, g, p, FILTER_BLOCK, FILTER_DOC))
     for name, (g, p) in ROW_BLOCKS.items():
         parts.append(_row_tile(f"_tile_{name}", g, p))
-        parts.append(ROW_DRIVER.format(name=name, g=g, p=p))
+        parts.append(_driver(name, g, p, ROW_BLOCK, ROW_DOC))
     return "".join(parts)
 
 

@@ -517,7 +517,7 @@ def g8r16(x, wb, offs, out, geom, xpad, acc, go, seq):
     blocks of 16 positions of an output row times 8 filters, each filter's 16 sums
     one vector."""
     go[0] = seq
-    sh, _, pt, pl, hp, wp = geom
+    sh, sw, pt, pl, hp, wp = geom
     f, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     zero = x.dtype.type(0)
     for i in range(x.shape[0]):
@@ -526,9 +526,9 @@ def g8r16(x, wb, offs, out, geom, xpad, acc, go, seq):
             wg, f0 = wb[b], b * 8
             fn = min(8, f - f0)
             for oh in range(oh_n):
-                rows = out[i, :, oh]
+                rb = oh * sh * wp
                 ow0 = 0
                 while ow0 < ow_n:
                     ow0 = min(ow0, ow_n - 16)  # the last block overlaps the one before
-                    _tile_g8r16(zero, xf, oh * sh * wp + ow0, offs, wg, rows, f0, fn, ow0)
+                    _tile_g8r16(zero, xf, rb + ow0, offs, wg, out[i, :, oh], f0, fn, ow0)
                     ow0 += 16
