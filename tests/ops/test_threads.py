@@ -215,3 +215,34 @@ def test_spinning_workers_work_in_a_forked_child(wait, fresh_pool):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_share_longer_than_the_spin_is_waited_for_to_its_end(wait, fresh_pool, monkeypatch):
+    """A worker's share that outlasts SPIN_S: the caller sleeps until it ends, and a late
+    signal of one round's end is never taken for the next one's (every round returns the
+    worker's own result, its output complete)."""
+    monkeypatch.setattr(threads, "SPIN_S", 0.004)
+    out, round_ = np.zeros(2, dtype=np.int64), [0]
+    spin_ns = threads._spin_ns
+
+    def late() -> int:  # a worker signals the end of its share late: after the caller woke
+        if threading.current_thread().name.startswith("cnn_course-spin"):
+            time.sleep(0.001)
+        return spin_ns()
+
+    monkeypatch.setattr(threads, "_spin_ns", late)
+
+    def share(part, go, seq):
+        go[0] = seq
+        if part.start == 1:
+            time.sleep(0.006)  # longer than the spin
+            out[1] = round_[0]
+        else:
+            time.sleep(0.002)  # the worker meanwhile signals the end of the last round
+        return round_[0]
+
+    with threads.limit(2):
+        for r in range(1, 21):
+            round_[0] = r
+            assert threads.parallel_signalled(share, 2, wait) == [r, r]
+            assert out[1] == r

@@ -258,9 +258,11 @@ def _place_workers() -> None:
 
 
 def _forget_pool() -> None:
-    """In a forked child the pool's threads do not exist: start a new pool when needed."""
-    global _pool, _pool_size, _placed, _spinners
+    """In a forked child the pools' threads do not exist: start new pools when needed (with
+    new locks, in case another thread held one at the fork)."""
+    global _pool, _pool_size, _placed, _spinners, _lock, _spin_lock
     _pool, _pool_size, _placed, _spinners = None, 0, -1, None
+    _lock, _spin_lock = threading.Lock(), threading.Lock()
     _workers.clear()
 
 
@@ -420,7 +422,6 @@ class _Spinners:
 
     def _share(self, fn: Callable[..., Any], slices: list[slice]) -> list[Any]:
         _place_workers()
-        before = self.done.tolist()
         with self.cond:
             self.posted += 1
             seq = self.posted
@@ -436,7 +437,7 @@ class _Spinners:
                 for i, share in enumerate(shares):
                     if share.claim.acquire(blocking=False):  # not started: run it here
                         share.run(own_go)
-                    elif self._waited(i, before[i], clock) == before[i]:
+                    elif not self._ended(i, seq, clock):
                         share.finished.acquire()  # not done within SPIN_S: sleep on it
         for share in shares:
             if share.error is not None:
@@ -444,10 +445,17 @@ class _Spinners:
             results.append(share.result)
         return results
 
-    def _waited(self, i: int, before: int, clock: Any) -> int:
-        """Worker ``i``'s last finished round, once it is past ``before`` (spinning up to
-        :data:`SPIN_S`)."""
-        return int(self.wait(self.done, i, before, _spin_ns(), clock, self.nothing, 0, 0))
+    def _ended(self, i: int, seq: int, clock: Any) -> bool:
+        """Whether worker ``i`` signals the end of round ``seq`` within :data:`SPIN_S`
+        (spinning). Only that round's number counts: the end of an earlier round can be
+        signalled late, after the caller, woken by ``finished``, has gone on."""
+        seen = int(self.done[i])
+        while seen != seq:
+            now = int(self.wait(self.done, i, seen, _spin_ns(), clock, self.nothing, 0, 0))
+            if now == seen:
+                return False
+            seen = now
+        return True
 
     def close(self) -> None:
         """Let the workers end (they are not waited for) and stop placing them."""
