@@ -222,16 +222,8 @@ def _worker_start(owner: object) -> None:
         _placed = -1
 
 
-def _forget_workers(owner: object) -> None:
-    """Stop placing the threads of a pool that is being replaced (their ids may be reused)."""
-    global _placed
-    for worker, pool in list(_workers.items()):
-        if pool == owner:
-            del _workers[worker]
-            _placed = -1
-
-
 def _forget_thread(worker: int) -> None:
+    """A worker that ends stops being placed (before it ends: its id may then be reused)."""
     global _placed
     with _lock:
         if _workers.pop(worker, None) is not None:
@@ -458,14 +450,13 @@ class _Spinners:
         return True
 
     def close(self) -> None:
-        """Let the workers end (they are not waited for) and stop placing them."""
+        """Let the workers end (they are not waited for; each stops being placed as it
+        ends)."""
         with self.cond:
             self.closed = True
             self.posted += 1
             self.go[0] = -1
             self.cond.notify_all()
-        with _lock:
-            _forget_workers(self)
 
 
 _spinners: _Spinners | None = None
