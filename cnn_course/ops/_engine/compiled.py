@@ -332,9 +332,9 @@ def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int, blo
     f, _, kh, kw = weight.shape
     (sh, sw), (dh, dw) = win.stride, win.dilation
     name, g, p = named_block(block)
-    if name in _kernels_blocked().ROW_BLOCKS and win.stride[1] != 1:
+    if name in _kernels_blocked().ROW_BLOCKS and sw != 1:
         raise ValueError(f"blocked_forward: {name} runs along rows at stride 1, got {win.stride}")
-    block = (p, g)
+    acc = (p, g)  # the shape of a thread's scratch block
     rows = c * kh * kw
     wb = xp.zeros((-(-f // g), rows, g), dtype=x.dtype)  # filters past F stay zero
     for b, first in enumerate(range(0, f, g)):
@@ -349,12 +349,12 @@ def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int, blo
     plane = (int(c), int(hp), int(wp)) if (hp, wp) != (h, w) else (1, 1, 1)
     args = (x, wb, offs, out, geom)
     if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
-        scratch = _blocked_scratch(xp, plane, block, x.dtype)
+        scratch = _blocked_scratch(xp, plane, acc, x.dtype)
         compile_vectorised(kernel, (*args, *scratch, xp.zeros(1, dtype="int64"), 0))
         _compiled.add((name, x.dtype.str))
 
     def part(s: slice, go: Array, seq: int) -> None:
-        scratch = _blocked_scratch(xp, plane, block, x.dtype)
+        scratch = _blocked_scratch(xp, plane, acc, x.dtype)
         kernel(x[s], wb, offs, out[s], geom, *scratch, go, seq)
 
     with threads.limit(thread_count):  # the plan gives one thread to a small layer
