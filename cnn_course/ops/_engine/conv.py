@@ -156,6 +156,8 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, how: Plan)
         return _depthwise_weight_grad(grad_out, x, win, weight_shape, how)
     if how.algorithm == "direct-numba":
         return compiled.weight_grad(grad_out, x, win, weight_shape, how.threads)
+    if how.algorithm == "blocked-numba":
+        return compiled.blocked_weight_grad(grad_out, x, win, weight_shape, how.threads, how.block)
     xp = array_module(grad_out, x)
     f, g = weight_shape[0], win.groups
     grad_w = xp.zeros((g, f // g, math.prod(weight_shape[1:])), dtype=x.dtype)

@@ -43,6 +43,14 @@ Algorithms
     ms at 1 thread and 9.3 against 16.4 ms at 2; the 128- and 256-channel layers within a few
     percent of im2col at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38 against 0.51 ms (the
     benchmark's tables before and after, 1 thread).
+    The weight gradient of a dense layer (``op="conv2d_weight_grad"``, same conditions, at least
+    :data:`BLOCKED_MIN_ROWS` rows and :data:`WGRAD_BLOCKED_MIN_POSITIONS` output positions) by
+    the same kind of kernel (:func:`.compiled.blocked_weight_grad`, block ``"wg16t10"``): 10
+    taps times 16 filters held in registers while they sum over a sample's positions, the
+    threads sharing the blocks. Measured there against im2col, 1 thread / 2 threads: ResNet's
+    64-channel 3x3 layer 18.6 / 10.4 against 30.2 / 17.5 ms, its 256-channel layer 19.2 /
+    10.3 against 21.7 / 14.1 ms, the strided 3x3/2 layer 10.7 / 5.4 against 16.4 / 8.4 ms,
+    LeNet's C3 0.45 / 0.38 against 0.72 / 0.69 ms.
 ``"kernel"``
     One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
 ``"windows"``
@@ -72,8 +80,9 @@ written straight into NCHW, when there are at least as many output positions L a
 (F, C*kh*kw) @ (C*kh*kw, nb*L) per chunk, when L < F (the batch widens the narrow side) and
 always on a GPU (which wants few, wide GEMMs and has no cache for tiles to stay in). The
 weight gradient of a small layer (below :data:`.threads.MIN_PARALLEL_MACS`) with fewer
-positions than rows (L < C/G*kh*kw) is batch-last too: per sample its GEMM sums only L
-products per weight, over the batch nb*L (LeNet's C3 on 2 cores: 0.71 against 1.03 ms).
+positions than rows (L < C/G*kh*kw) is batch-last too, where the blocked kernels do not
+apply: per sample its GEMM sums only L products per weight, over the batch nb*L (LeNet's C3
+on 2 cores: 0.71 against 1.03 ms).
 
 Not chosen: Winograd's F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 layers at stride 1. A
 compiled version was measured on 2 cores (numba transforms, the 16 GEMMs (F, C) @ (C, tiles)
@@ -110,6 +119,7 @@ __all__ = [
     "ROW_MAX_FILTERS",
     "BLOCKED_MIN_PARALLEL_MACS",
     "WEIGHT_GRAD_SWAP_MAX_FILTERS",
+    "WGRAD_BLOCKED_MIN_POSITIONS",
 ]
 
 #: Largest column matrix (bytes) a convolution builds at once; bigger batches are chunked.
@@ -151,6 +161,17 @@ BLOCKED_MIN_PARALLEL_MACS = 4 * 2**20
 #: (576 rows, inner axis 1,568) 2.54/1.43 against 2.38/1.32; but 256 filters (2,304 rows)
 #: 19.3/9.5 against 20.1/10.8, and 512 (4,608 rows) 18.6/9.4 against 30.5/19.8 ms.
 WEIGHT_GRAD_SWAP_MAX_FILTERS = 128
+#: The weight gradient of a dense layer with :data:`BLOCKED_MIN_ROWS` to
+#: :data:`BLOCKED_MAX_ROWS` rows is register-blocked (``"blocked-numba"``, block ``"wg16t10"``)
+#: where a sample has at least this many output positions: each block sums one sample's
+#: positions in registers, then adds its 160 sums to the total, so with few positions the
+#: adds and the set-up dominate. Measured on 2 cores against im2col, 1 thread / 2 threads, in
+#: one process, calls interleaved (batch 8, 3x3): 512 channels at 7x7 (49 positions) 26.3 /
+#: 17.8 against 20.6 / 12.1 ms; 256 at 8x8 (64) 8.1 / 5.1 against 10.4 / 4.2 ms; 256 at 10x10
+#: (100) 11.8 / 6.0 against 10.9 / 6.3 ms; 64 at 12x12 (144) 1.0 / 0.61 against 1.2 / 1.0
+#: ms; ResNet's 64-channel layer (3,136) 18.6 / 10.4 against 30.2 / 17.5 ms; LeNet's C3
+#: (100, batch 64) 0.45 / 0.38 against 0.72 / 0.69 ms.
+WGRAD_BLOCKED_MIN_POSITIONS = 100
 
 OPS = (
     "conv2d",
@@ -280,6 +301,20 @@ def plan(
                 share,
                 block=block.name,
             )
+    if (
+        op == "conv2d_weight_grad"
+        and win.groups == 1
+        and not win.pointwise
+        and BLOCKED_MIN_ROWS <= rows <= BLOCKED_MAX_ROWS
+        and positions >= WGRAD_BLOCKED_MIN_POSITIONS
+        and compiled.blocked_supported(itemsize, cupy)
+    ):
+        # blocks of taps times filters summed over each sample's positions in registers
+        block = compiled.blocked_block(out_channels, weight_grad=True)
+        share = cpu_threads if macs >= BLOCKED_MIN_PARALLEL_MACS else 1
+        return Plan(
+            op, backend, "blocked-numba", "planes", n, n, oh, column_bytes, share, block=block.name
+        )
     if op == "conv2d_weight_grad" and positions < rows and macs < threads.MIN_PARALLEL_MACS:
         # per sample, the weight gradient's GEMM sums only L products per value: a small
         # layer with fewer positions than rows (LeNet's C3) takes one GEMM over the batch
