@@ -10,7 +10,8 @@ from cnn_course._checks import (
     require_same_backend,
     require_same_dtype,
 )
-from cnn_course.backend import array_module
+from cnn_course.backend import array_module, is_cupy_array
+from cnn_course.ops._engine import threads
 
 __all__ = ["linear", "linear_backward"]
 
@@ -52,7 +53,8 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Any:
     array, shape (*, out_features).
     """
     _check_linear("linear", x, weight, bias)
-    y = x @ weight.T
+    with threads.blas_for(x.size * weight.shape[0], is_cupy_array(x)):  # small: one thread
+        y = x @ weight.T
     return y if bias is None else y + bias
 
 
@@ -69,6 +71,8 @@ def linear_backward(grad_out: Any, x: Any, weight: Any, bias: Any = None) -> tup
     require_same_backend(op, grad_out=grad_out, x=x)
     xp = array_module(x)
     grad_rows = grad_out.reshape(-1, weight.shape[0])
-    grad_weight = grad_rows.T @ x.reshape(-1, weight.shape[1])
+    with threads.blas_for(2 * x.size * weight.shape[0], is_cupy_array(x)):  # two GEMMs
+        grad_weight = grad_rows.T @ x.reshape(-1, weight.shape[1])
+        grad_x = grad_out @ weight
     grad_bias = None if bias is None else xp.sum(grad_rows, axis=0)
-    return grad_out @ weight, grad_weight, grad_bias
+    return grad_x, grad_weight, grad_bias

@@ -881,6 +881,50 @@ def test_gemm_regions_run_blas_on_one_thread_and_give_its_threads_back(monkeypat
         lib.set_num_threads(before)
 
 
+def test_small_gemms_run_on_one_blas_thread(rng, monkeypatch):
+    """GEMMs below MIN_PARALLEL_MACS (a linear layer's, a small convolution's one after
+    another) run on one BLAS thread, so that BLAS's threads do not spin on a core for 0.1 s
+    after each; larger ones, and the engine's own thread count, are left alone."""
+    import contextlib
+
+    from cnn_course.ops import linear as L
+
+    lib = threads._blas_controller()
+    if not lib:
+        pytest.skip("threadpoolctl does not know this BLAS: the engine cannot set its threads")
+    real = threads._blas_single_threaded
+    seen = []
+
+    @contextlib.contextmanager
+    def spy():
+        with real():
+            seen.append((lib.get_num_threads(), threads.num_threads()))
+            yield
+
+    monkeypatch.setattr(threads, "_blas_single_threaded", spy)
+    monkeypatch.setattr(threads, "_default", 2)  # whatever the environment (test workers: 1)
+    before = lib.get_num_threads()
+    lib.set_num_threads(2)
+    try:
+        x, weight = rng.standard_normal((64, 400)), rng.standard_normal((120, 400))
+        y = L.linear(x, weight)
+        L.linear_backward(np.ones_like(y), x, weight)
+        assert seen == [(1, 2), (1, 2)] and lib.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 64 * 400 * 120)
+        L.linear(x, weight)  # large enough: BLAS's threads
+        assert seen == []
+        monkeypatch.setattr(threads, "MIN_PARALLEL_MACS", 64 * 2**20)
+        xs = rng.standard_normal((2, 3, 8, 8))  # a small im2col layer
+        C.conv2d(xs, rng.standard_normal((4, 3, 3, 3)), None, 1, 1)
+        assert seen == [(1, 2)] and lib.get_num_threads() == 2
+        with threads.blas_for(threads.MIN_PARALLEL_MACS), threads.blas_for(1, gpu=True):
+            assert lib.get_num_threads() == 2  # a large GEMM; a GPU's (CPU BLAS unused)
+        assert seen == [(1, 2)]
+    finally:
+        lib.set_num_threads(before)
+
+
 def test_thread_count_follows_the_environment(monkeypatch):
     for name, value, expected in [
         ("CNN_COURSE_NUM_THREADS", "3", 3),
@@ -995,7 +1039,6 @@ def test_the_plan_chooses_the_blocked_forward_only_where_it_applies(monkeypatch)
 
     def forward(x_shape, w_shape, stride=1, padding=1, groups=1, itemsize=4, backend="numpy"):
         how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, itemsize, backend)
-        assert how["input_grad"].algorithm != "blocked-numba"  # the forward and weight grad
         return how["forward"].algorithm
 
     resnet = ((8, 64, 56, 56), (64, 64, 3, 3))  # 576 rows
@@ -1068,25 +1111,29 @@ BLOCKED_CASES = [
 ]
 
 
-def test_the_plan_chooses_the_blocked_weight_grad_only_where_it_applies(monkeypatch):
+@pytest.mark.parametrize(("grad", "block"), [("weight_grad", "wg16t10"), ("input_grad", "ig8r16")])
+def test_the_plan_chooses_the_blocked_gradients_only_where_they_apply(monkeypatch, grad, block):
     blocked_cpu(monkeypatch)
 
-    def weight_grad(x_shape, w_shape, stride=1, padding=1, groups=1, itemsize=4, cupy=False):
+    def plan(x_shape, w_shape, stride=1, padding=1, groups=1, itemsize=4, cupy=False):
         backend = "cupy" if cupy else "numpy"
-        how = C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, itemsize, backend)
-        return how["weight_grad"]
+        return C.conv2d_plan(x_shape, w_shape, stride, padding, 1, groups, itemsize, backend)[grad]
 
     resnet = ((8, 64, 56, 56), (64, 64, 3, 3))  # 576 rows
+    strided = (  # the weight gradient at any stride, the input gradient at stride 1 only
+        ((8, 64, 56, 56), (128, 64, 3, 3), 2),  # 784 positions
+        ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3),  # 147 rows
+        ((8, 64, 56, 56), (64, 64, 3, 3), (1, 2)),
+    )
     for case in (
         resnet,
-        ((8, 64, 56, 56), (128, 64, 3, 3), 2),  # strided: 784 positions
-        ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3),  # 147 rows
         ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0),  # C3: 150 rows, 100 positions
         ((8, 256, 14, 14), (256, 256, 3, 3)),  # 2304 rows
+        *(strided if grad == "weight_grad" else ()),
     ):
-        how = weight_grad(*case)
-        assert (how.algorithm, how.block) == ("blocked-numba", "wg16t10")
-    assert plans.WGRAD_BLOCKED_MIN_POSITIONS == 100
+        how = plan(*case)
+        assert (how.algorithm, how.block) == ("blocked-numba", block)
+    assert plans.BLOCKED_GRAD_MIN_POSITIONS == 100
     assert plans.BLOCKED_MIN_ROWS == 64 and plans.BLOCKED_MAX_ROWS == 2304
     for case in (
         ((64, 1, 32, 32), (6, 1, 5, 5), 1, 0),  # C1: 25 rows < BLOCKED_MIN_ROWS
@@ -1096,16 +1143,17 @@ def test_the_plan_chooses_the_blocked_weight_grad_only_where_it_applies(monkeypa
         ((8, 512, 14, 14), (512, 512, 3, 3)),  # 4608 rows > BLOCKED_MAX_ROWS
         ((8, 64, 56, 56), (64, 32, 3, 3), 1, 1, 2),  # groups
         ((8, 64, 56, 56), (64, 64, 1, 1), 1, 0),  # pointwise
+        *(strided if grad == "input_grad" else ()),
     ):
-        assert weight_grad(*case).algorithm != "blocked-numba", case
-    assert weight_grad((8, 64, 12, 12), (64, 64, 3, 3), 1, 0).algorithm == "blocked-numba"
-    assert weight_grad(*resnet, itemsize=8).algorithm == "im2col"
-    assert weight_grad(*resnet, cupy=True).algorithm == "im2col"
+        assert plan(*case).algorithm != "blocked-numba", case
+    assert plan((8, 64, 12, 12), (64, 64, 3, 3), 1, 0).algorithm == "blocked-numba"
+    assert plan(*resnet, itemsize=8).algorithm != "blocked-numba"
+    assert plan(*resnet, cupy=True).algorithm == "im2col"
     with threads.limit(2):  # shared from BLOCKED_MIN_PARALLEL_MACS, as the forward
-        c3 = {n: weight_grad((n, 6, 14, 14), (16, 6, 5, 5), 1, 0) for n in (17, 18)}
+        c3 = {n: plan((n, 6, 14, 14), (16, 6, 5, 5), 1, 0) for n in (17, 18)}
     assert (c3[17].threads, c3[18].threads) == (1, 2)
     blocked_cpu(monkeypatch, has_avx512=False)
-    assert weight_grad(*resnet).algorithm == "im2col"
+    assert plan(*resnet).algorithm != "blocked-numba"
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
@@ -1136,7 +1184,7 @@ def test_blocked_weight_grad_matches_torch_and_im2col(rng, torch, monkeypatch, c
     # float32 sums of one sample's positions (at most 841), then over the samples
     assert_close(got, expected, rtol=0, atol=1e-5 * scale)
     monkeypatch.setattr(plans, "BLOCKED_MIN_ROWS", 1)
-    monkeypatch.setattr(plans, "WGRAD_BLOCKED_MIN_POSITIONS", 1)
+    monkeypatch.setattr(plans, "BLOCKED_GRAD_MIN_POSITIONS", 1)
     how = C.conv2d_plan(x.shape, weight.shape, s, p, d, 1, 4)["weight_grad"]
     assert how.algorithm == "blocked-numba"
     _, through_api, grad_b = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
@@ -1147,6 +1195,81 @@ def test_blocked_weight_grad_matches_torch_and_im2col(rng, torch, monkeypatch, c
     monkeypatch.setenv(compiled.ENV, "0")
     _, im2col, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
     assert_close(got, im2col, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("case", [c for c in BLOCKED_CASES if pair(c[2], "", "") == (1, 1)])
+def test_blocked_input_grad_matches_torch_and_im2col(rng, torch, monkeypatch, case, layout):
+    """The register-blocked input gradient (stride 1) against PyTorch's autograd (in
+    float64) and against im2col on the same float32 inputs, which it leaves unchanged: the
+    kernel called directly, then through ``conv2d_backward`` and ``conv_transpose2d`` (whose
+    forward is this gradient) with the plan's thresholds lowered to take it."""
+    blocked_cpu(monkeypatch)
+    x_shape, (f, kh, kw), s, p, d = case
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    weight = rng.standard_normal((f, x_shape[1], kh, kw)).astype(np.float32)
+    weight = laid_out(np, weight, layout)
+    win = C._conv_setup("conv2d", x, weight, None, s, p, d, 1)
+    grad_out = laid_out(np, rng.standard_normal((x_shape[0], f, *win.out)), layout)
+    grad_out = grad_out.astype(np.float32)
+    before = [a.copy() for a in (x, weight, grad_out)]
+    got = compiled.blocked_input_grad(grad_out, weight, win, x.shape, 1, "ig8r16")
+    tp = p if isinstance(p, str) else pair(p, "", "")
+    xt, wt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight))
+    torch.nn.functional.conv2d(xt, wt, None, s, tp, d).backward(
+        torch.from_numpy(grad_out.astype(np.float64))
+    )
+    expected = xt.grad.numpy()
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    scale = np.abs(expected).max()
+    assert_close(got, expected, rtol=0, atol=2e-6 * scale)  # float32 sums of <= 200 terms
+    monkeypatch.setattr(plans, "BLOCKED_MIN_ROWS", 1)
+    monkeypatch.setattr(plans, "BLOCKED_GRAD_MIN_POSITIONS", 1)
+    how = C.conv2d_plan(x.shape, weight.shape, s, p, d, 1, 4)["input_grad"]
+    assert (how.algorithm, how.block) == ("blocked-numba", "ig8r16")
+    through_api, _, _ = C.conv2d_backward(grad_out, x, weight, s, p, d)
+    np.testing.assert_array_equal(through_api, got)
+    if not isinstance(p, str):  # the transposed convolution of grad_out is the same sum
+        transposed = C.conv_transpose2d(grad_out, weight, None, s, p, 0, 1, d)
+        np.testing.assert_array_equal(transposed, got)
+    for a, b in zip((x, weight, grad_out), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setenv(compiled.ENV, "0")
+    im2col, _, _ = C.conv2d_backward(grad_out, x, weight, s, p, d)
+    assert_close(got, im2col, rtol=0, atol=2e-6 * scale)
+
+
+def test_blocked_input_grad_refuses_strides_and_groups_and_propagates_specials(rng, monkeypatch):
+    """The kernel runs at stride 1 with one group (the plan sends others to im2col); the
+    samples are shared between threads, 1 and 2 give the same bits; NaN and infinity in the
+    output gradient propagate as in the definition."""
+    blocked_cpu(monkeypatch)
+    x = rng.standard_normal((5, 16, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((40, 16, 3, 3)).astype(np.float32)
+    for stride, groups in ((2, 1), (1, 2)):
+        w = weight[:, : 16 // groups]
+        win = C._conv_setup("conv2d", x, w, None, stride, 1, 1, groups)
+        g = np.ones((5, 40, *win.out), np.float32)
+        with pytest.raises(ValueError, match="stride 1 and one group only"):
+            compiled.blocked_input_grad(g, w, win, x.shape, 1, "ig8r16")
+    grad_out = rng.standard_normal((5, 40, 10, 10)).astype(np.float32)
+    monkeypatch.setattr(plans, "BLOCKED_MIN_PARALLEL_MACS", 0)
+    with threads.limit(1):
+        one, _, _ = C.conv2d_backward(grad_out, x, weight, 1, 0)
+    with threads.limit(2):
+        two, _, _ = C.conv2d_backward(grad_out, x, weight, 1, 0)
+        assert C.conv2d_plan(x.shape, weight.shape, 1, 0)["input_grad"].threads == 2
+    np.testing.assert_array_equal(one, two)
+    grad_out[0, 1, 2, 3], grad_out[1, 4, 0, 0] = np.nan, np.inf
+    got, _, _ = C.conv2d_backward(grad_out, x, weight, 1, 0)
+    g64, w64 = grad_out.astype(np.float64), weight.astype(np.float64)
+    want, _, _ = C.conv2d_backward(g64, x.astype(np.float64), w64, 1, 0)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert np.isnan(want).any() and finite.any()
+    assert_close(got[finite], want[finite], rtol=0, atol=1e-5 * np.abs(want[finite]).max())
 
 
 def test_blocked_weight_grad_does_not_depend_on_the_thread_count_and_propagates_specials(
@@ -1301,13 +1424,14 @@ def test_blocked_kernels_are_generated_from_the_committed_generator():
     assert gen["TARGET"].read_text(encoding="utf-8") == gen["source"]()
 
 
-@pytest.mark.parametrize("name", ["g8p14", "g8r16", "wg16t10"])
+@pytest.mark.parametrize("name", ["g8p14", "g8r16", "wg16t10", "ig8r16"])
 def test_blocked_kernels_compile_to_vector_instructions(monkeypatch, name):
     """numba compiles the blocked kernels with LLVM's SLP vectoriser only where asked
     (:func:`compiled.compile_vectorised`): then the accumulators are packed into vector
     registers (``vfmadd...ps``); compiled the default way they stay scalar (``...ss``).
     Fresh copies of the smallest block of each kind (along the filters, along a row, the
-    weight gradient's), without the disk cache (cached code cannot be inspected)."""
+    weight and the input gradient's), without the disk cache (cached code cannot be
+    inspected)."""
     needs_numba(monkeypatch)
     numba = compiled._kernels().numba
     zeros = np.zeros((72, 16), np.float32)
@@ -1317,9 +1441,20 @@ def test_blocked_kernels_compile_to_vector_instructions(monkeypatch, name):
     elif name == "g8r16":
         tile = compiled._kernels_blocked()._tile_g8r16
         args = (np.float32(0), zeros.ravel(), 0, np.arange(72), zeros[:, :8], zeros, 0, 8, 0)
-    else:
+    elif name == "wg16t10":
         tile = compiled._kernels_blocked()._wtile_wg16t10
         args = (np.float32(0), zeros.ravel(), np.arange(72), zeros, np.arange(10), zeros[:10])
+    else:
+        tile = compiled._kernels_blocked()._itile_ig8r16
+        args = (
+            np.float32(0),
+            zeros.ravel(),
+            0,
+            np.arange(4),
+            zeros[:, :8],
+            zeros.ravel(),
+            np.arange(8),
+        )
     options = {k: v for k, v in tile.targetoptions.items() if k not in ("nopython", "inline")}
     options["cache"] = False
 

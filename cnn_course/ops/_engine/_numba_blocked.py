@@ -17,6 +17,14 @@ positions swapped: a block of ``T`` taps times ``G`` filters is summed over ever
 position of a sample, ``a[t][q] += x[p, t] * g[p, q]``, the gradient of the sample
 transposed into a scratch block (positions, G) so that its ``G`` filters are one vector.
 
+The input gradient at stride 1 (``IGRAD_BLOCKS``) is the forward's row tile again: the
+output gradient of a sample, its rows spread ``padded_w`` apart in a scratch plane (zeros
+between them), plays the input, the filters play the taps, and a block of ``T`` taps plays
+the filters. Each of the block's ``T`` vectors, the column gradient of one tap at 16
+consecutive positions, is then added onto a padded scratch copy of the input gradient at
+that tap's offset (columns and fold in one pass, no column matrix); the padding is cropped
+at the end.
+
 ``wb`` is the weight as (F/G blocks, C*kh*kw taps, G filters), zero-filled past F;
 ``geom`` is ``(stride_h, stride_w, pad_top, pad_left, padded_h, padded_w)``.
 """
@@ -28,7 +36,7 @@ import numba
 from cnn_course.backend import np
 from cnn_course.ops._engine._numba_kernels import _OPTIONS, _pad_into
 
-__all__ = ["BLOCKS", "ROW_BLOCKS", "WGRAD_BLOCKS", "g8p14", "g16p10", "g32p8", "g8r16", "wg16t10"]
+__all__ = ["BLOCKS", "ROW_BLOCKS", "WGRAD_BLOCKS", "IGRAD_BLOCKS", "g8p14", "g16p10", "g32p8", "g8r16", "wg16t10", "ig8r16"]
 
 #: name: (filters G, positions P) of each kernel's block
 BLOCKS = {'g8p14': (8, 14), 'g16p10': (16, 10), 'g32p8': (32, 8)}
@@ -36,6 +44,8 @@ BLOCKS = {'g8p14': (8, 14), 'g16p10': (16, 10), 'g32p8': (32, 8)}
 ROW_BLOCKS = {'g8r16': (8, 16)}
 #: name: (filters G, taps T) of the weight-gradient kernels' blocks (see below)
 WGRAD_BLOCKS = {'wg16t10': (16, 10)}
+#: name: (taps T, positions P) of the input-gradient kernels' blocks (stride 1; see below)
+IGRAD_BLOCKS = {'ig8r16': (8, 16)}
 
 # fastmath "contract" fuses a * b + c into one instruction (FMA) and allows nothing else:
 # every accumulator still sums its taps in order
@@ -620,3 +630,91 @@ def wg16t10(x, grad, toffs, poffs, dwb, geom, xpad, gt, acc, first, last, go, se
             for t in range(10):
                 for q in range(16):
                     dwb[b, tb, t, q] += acc[t, q]
+
+
+@numba.njit(**_TILE)
+def _itile_ig8r16(zero, gf, base, offs, wg, dxf, toff):
+    b0_0 = b0_1 = b0_2 = b0_3 = b0_4 = b0_5 = b0_6 = b0_7 = b0_8 = b0_9 = b0_10 = b0_11 = b0_12 = b0_13 = b0_14 = b0_15 = zero
+    b1_0 = b1_1 = b1_2 = b1_3 = b1_4 = b1_5 = b1_6 = b1_7 = b1_8 = b1_9 = b1_10 = b1_11 = b1_12 = b1_13 = b1_14 = b1_15 = zero
+    b2_0 = b2_1 = b2_2 = b2_3 = b2_4 = b2_5 = b2_6 = b2_7 = b2_8 = b2_9 = b2_10 = b2_11 = b2_12 = b2_13 = b2_14 = b2_15 = zero
+    b3_0 = b3_1 = b3_2 = b3_3 = b3_4 = b3_5 = b3_6 = b3_7 = b3_8 = b3_9 = b3_10 = b3_11 = b3_12 = b3_13 = b3_14 = b3_15 = zero
+    b4_0 = b4_1 = b4_2 = b4_3 = b4_4 = b4_5 = b4_6 = b4_7 = b4_8 = b4_9 = b4_10 = b4_11 = b4_12 = b4_13 = b4_14 = b4_15 = zero
+    b5_0 = b5_1 = b5_2 = b5_3 = b5_4 = b5_5 = b5_6 = b5_7 = b5_8 = b5_9 = b5_10 = b5_11 = b5_12 = b5_13 = b5_14 = b5_15 = zero
+    b6_0 = b6_1 = b6_2 = b6_3 = b6_4 = b6_5 = b6_6 = b6_7 = b6_8 = b6_9 = b6_10 = b6_11 = b6_12 = b6_13 = b6_14 = b6_15 = zero
+    b7_0 = b7_1 = b7_2 = b7_3 = b7_4 = b7_5 = b7_6 = b7_7 = b7_8 = b7_9 = b7_10 = b7_11 = b7_12 = b7_13 = b7_14 = b7_15 = zero
+    u1 = np.uint64(1); u2 = np.uint64(2); u3 = np.uint64(3); u4 = np.uint64(4); u5 = np.uint64(5); u6 = np.uint64(6); u7 = np.uint64(7); u8 = np.uint64(8); u9 = np.uint64(9); u10 = np.uint64(10); u11 = np.uint64(11); u12 = np.uint64(12); u13 = np.uint64(13); u14 = np.uint64(14); u15 = np.uint64(15)
+    for k in range(offs.shape[0]):
+        o = np.uint64(base + offs[k])
+        x0 = gf[o]; x1 = gf[o + u1]; x2 = gf[o + u2]; x3 = gf[o + u3]; x4 = gf[o + u4]; x5 = gf[o + u5]; x6 = gf[o + u6]; x7 = gf[o + u7]; x8 = gf[o + u8]; x9 = gf[o + u9]; x10 = gf[o + u10]; x11 = gf[o + u11]; x12 = gf[o + u12]; x13 = gf[o + u13]; x14 = gf[o + u14]; x15 = gf[o + u15]
+        w0 = wg[k, 0]
+        b0_0 += x0 * w0; b0_1 += x1 * w0; b0_2 += x2 * w0; b0_3 += x3 * w0; b0_4 += x4 * w0; b0_5 += x5 * w0; b0_6 += x6 * w0; b0_7 += x7 * w0; b0_8 += x8 * w0; b0_9 += x9 * w0; b0_10 += x10 * w0; b0_11 += x11 * w0; b0_12 += x12 * w0; b0_13 += x13 * w0; b0_14 += x14 * w0; b0_15 += x15 * w0
+        w1 = wg[k, 1]
+        b1_0 += x0 * w1; b1_1 += x1 * w1; b1_2 += x2 * w1; b1_3 += x3 * w1; b1_4 += x4 * w1; b1_5 += x5 * w1; b1_6 += x6 * w1; b1_7 += x7 * w1; b1_8 += x8 * w1; b1_9 += x9 * w1; b1_10 += x10 * w1; b1_11 += x11 * w1; b1_12 += x12 * w1; b1_13 += x13 * w1; b1_14 += x14 * w1; b1_15 += x15 * w1
+        w2 = wg[k, 2]
+        b2_0 += x0 * w2; b2_1 += x1 * w2; b2_2 += x2 * w2; b2_3 += x3 * w2; b2_4 += x4 * w2; b2_5 += x5 * w2; b2_6 += x6 * w2; b2_7 += x7 * w2; b2_8 += x8 * w2; b2_9 += x9 * w2; b2_10 += x10 * w2; b2_11 += x11 * w2; b2_12 += x12 * w2; b2_13 += x13 * w2; b2_14 += x14 * w2; b2_15 += x15 * w2
+        w3 = wg[k, 3]
+        b3_0 += x0 * w3; b3_1 += x1 * w3; b3_2 += x2 * w3; b3_3 += x3 * w3; b3_4 += x4 * w3; b3_5 += x5 * w3; b3_6 += x6 * w3; b3_7 += x7 * w3; b3_8 += x8 * w3; b3_9 += x9 * w3; b3_10 += x10 * w3; b3_11 += x11 * w3; b3_12 += x12 * w3; b3_13 += x13 * w3; b3_14 += x14 * w3; b3_15 += x15 * w3
+        w4 = wg[k, 4]
+        b4_0 += x0 * w4; b4_1 += x1 * w4; b4_2 += x2 * w4; b4_3 += x3 * w4; b4_4 += x4 * w4; b4_5 += x5 * w4; b4_6 += x6 * w4; b4_7 += x7 * w4; b4_8 += x8 * w4; b4_9 += x9 * w4; b4_10 += x10 * w4; b4_11 += x11 * w4; b4_12 += x12 * w4; b4_13 += x13 * w4; b4_14 += x14 * w4; b4_15 += x15 * w4
+        w5 = wg[k, 5]
+        b5_0 += x0 * w5; b5_1 += x1 * w5; b5_2 += x2 * w5; b5_3 += x3 * w5; b5_4 += x4 * w5; b5_5 += x5 * w5; b5_6 += x6 * w5; b5_7 += x7 * w5; b5_8 += x8 * w5; b5_9 += x9 * w5; b5_10 += x10 * w5; b5_11 += x11 * w5; b5_12 += x12 * w5; b5_13 += x13 * w5; b5_14 += x14 * w5; b5_15 += x15 * w5
+        w6 = wg[k, 6]
+        b6_0 += x0 * w6; b6_1 += x1 * w6; b6_2 += x2 * w6; b6_3 += x3 * w6; b6_4 += x4 * w6; b6_5 += x5 * w6; b6_6 += x6 * w6; b6_7 += x7 * w6; b6_8 += x8 * w6; b6_9 += x9 * w6; b6_10 += x10 * w6; b6_11 += x11 * w6; b6_12 += x12 * w6; b6_13 += x13 * w6; b6_14 += x14 * w6; b6_15 += x15 * w6
+        w7 = wg[k, 7]
+        b7_0 += x0 * w7; b7_1 += x1 * w7; b7_2 += x2 * w7; b7_3 += x3 * w7; b7_4 += x4 * w7; b7_5 += x5 * w7; b7_6 += x6 * w7; b7_7 += x7 * w7; b7_8 += x8 * w7; b7_9 += x9 * w7; b7_10 += x10 * w7; b7_11 += x11 * w7; b7_12 += x12 * w7; b7_13 += x13 * w7; b7_14 += x14 * w7; b7_15 += x15 * w7
+    d = np.uint64(base + toff[0])
+    dxf[d] += b0_0; dxf[d + u1] += b0_1; dxf[d + u2] += b0_2; dxf[d + u3] += b0_3; dxf[d + u4] += b0_4; dxf[d + u5] += b0_5; dxf[d + u6] += b0_6; dxf[d + u7] += b0_7; dxf[d + u8] += b0_8; dxf[d + u9] += b0_9; dxf[d + u10] += b0_10; dxf[d + u11] += b0_11; dxf[d + u12] += b0_12; dxf[d + u13] += b0_13; dxf[d + u14] += b0_14; dxf[d + u15] += b0_15
+    d = np.uint64(base + toff[1])
+    dxf[d] += b1_0; dxf[d + u1] += b1_1; dxf[d + u2] += b1_2; dxf[d + u3] += b1_3; dxf[d + u4] += b1_4; dxf[d + u5] += b1_5; dxf[d + u6] += b1_6; dxf[d + u7] += b1_7; dxf[d + u8] += b1_8; dxf[d + u9] += b1_9; dxf[d + u10] += b1_10; dxf[d + u11] += b1_11; dxf[d + u12] += b1_12; dxf[d + u13] += b1_13; dxf[d + u14] += b1_14; dxf[d + u15] += b1_15
+    d = np.uint64(base + toff[2])
+    dxf[d] += b2_0; dxf[d + u1] += b2_1; dxf[d + u2] += b2_2; dxf[d + u3] += b2_3; dxf[d + u4] += b2_4; dxf[d + u5] += b2_5; dxf[d + u6] += b2_6; dxf[d + u7] += b2_7; dxf[d + u8] += b2_8; dxf[d + u9] += b2_9; dxf[d + u10] += b2_10; dxf[d + u11] += b2_11; dxf[d + u12] += b2_12; dxf[d + u13] += b2_13; dxf[d + u14] += b2_14; dxf[d + u15] += b2_15
+    d = np.uint64(base + toff[3])
+    dxf[d] += b3_0; dxf[d + u1] += b3_1; dxf[d + u2] += b3_2; dxf[d + u3] += b3_3; dxf[d + u4] += b3_4; dxf[d + u5] += b3_5; dxf[d + u6] += b3_6; dxf[d + u7] += b3_7; dxf[d + u8] += b3_8; dxf[d + u9] += b3_9; dxf[d + u10] += b3_10; dxf[d + u11] += b3_11; dxf[d + u12] += b3_12; dxf[d + u13] += b3_13; dxf[d + u14] += b3_14; dxf[d + u15] += b3_15
+    d = np.uint64(base + toff[4])
+    dxf[d] += b4_0; dxf[d + u1] += b4_1; dxf[d + u2] += b4_2; dxf[d + u3] += b4_3; dxf[d + u4] += b4_4; dxf[d + u5] += b4_5; dxf[d + u6] += b4_6; dxf[d + u7] += b4_7; dxf[d + u8] += b4_8; dxf[d + u9] += b4_9; dxf[d + u10] += b4_10; dxf[d + u11] += b4_11; dxf[d + u12] += b4_12; dxf[d + u13] += b4_13; dxf[d + u14] += b4_14; dxf[d + u15] += b4_15
+    d = np.uint64(base + toff[5])
+    dxf[d] += b5_0; dxf[d + u1] += b5_1; dxf[d + u2] += b5_2; dxf[d + u3] += b5_3; dxf[d + u4] += b5_4; dxf[d + u5] += b5_5; dxf[d + u6] += b5_6; dxf[d + u7] += b5_7; dxf[d + u8] += b5_8; dxf[d + u9] += b5_9; dxf[d + u10] += b5_10; dxf[d + u11] += b5_11; dxf[d + u12] += b5_12; dxf[d + u13] += b5_13; dxf[d + u14] += b5_14; dxf[d + u15] += b5_15
+    d = np.uint64(base + toff[6])
+    dxf[d] += b6_0; dxf[d + u1] += b6_1; dxf[d + u2] += b6_2; dxf[d + u3] += b6_3; dxf[d + u4] += b6_4; dxf[d + u5] += b6_5; dxf[d + u6] += b6_6; dxf[d + u7] += b6_7; dxf[d + u8] += b6_8; dxf[d + u9] += b6_9; dxf[d + u10] += b6_10; dxf[d + u11] += b6_11; dxf[d + u12] += b6_12; dxf[d + u13] += b6_13; dxf[d + u14] += b6_14; dxf[d + u15] += b6_15
+    d = np.uint64(base + toff[7])
+    dxf[d] += b7_0; dxf[d + u1] += b7_1; dxf[d + u2] += b7_2; dxf[d + u3] += b7_3; dxf[d + u4] += b7_4; dxf[d + u5] += b7_5; dxf[d + u6] += b7_6; dxf[d + u7] += b7_7; dxf[d + u8] += b7_8; dxf[d + u9] += b7_9; dxf[d + u10] += b7_10; dxf[d + u11] += b7_11; dxf[d + u12] += b7_12; dxf[d + u13] += b7_13; dxf[d + u14] += b7_14; dxf[d + u15] += b7_15
+
+
+@numba.njit(**_DRIVER)
+def ig8r16(grad, wb, toffs, dx, geom, gpad, dpad, go, seq):
+    """The input gradient of a dense layer at stride 1: ``grad`` (n, F, H_out, W_out),
+    contiguous; ``wb`` (tap blocks, F, 8) the weights of each block's taps, zero past the
+    last tap; ``toffs`` (tap blocks, 8) each tap's offset in a padded input plane; writes
+    ``dx`` (n, C, H, W). ``geom`` is ``(pad_top, pad_left, padded_h, padded_w)``; ``gpad``
+    (F, blocks*16) and ``dpad`` (C*padded_h*padded_w + 16) are scratch. First writes ``seq``
+    into ``go[0]``, as the forward kernels do."""
+    go[0] = seq
+    pt, pl, hp, wp = geom
+    f, oh_n, ow_n = grad.shape[1], grad.shape[2], grad.shape[3]
+    c, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    plane = gpad.shape[1]
+    zero = grad.dtype.type(0)
+    for q in range(f):  # the gaps between the rows stay zero
+        for t in range(plane):
+            gpad[q, t] = zero
+    gf = gpad.ravel()
+    offs = np.arange(f) * plane
+    for i in range(grad.shape[0]):
+        gi = grad[i]
+        for q in range(f):
+            for r in range(oh_n):
+                row, start = gi[q, r], r * wp
+                for t in range(ow_n):
+                    gpad[q, start + t] = row[t]
+        for t in range(dpad.shape[0]):
+            dpad[t] = zero
+        for b in range(plane // 16):
+            for tb in range(wb.shape[0]):
+                _itile_ig8r16(zero, gf, b * 16, offs, wb[tb], dpad, toffs[tb])
+        di = dx[i]
+        for ch in range(c):
+            for r in range(h):
+                src = ch * hp * wp + (r + pt) * wp + pl
+                row = di[ch, r]
+                for t in range(w):
+                    row[t] = dpad[src + t]

@@ -66,6 +66,7 @@ __all__ = [
     "named_block",
     "blocked_forward",
     "blocked_weight_grad",
+    "blocked_input_grad",
     "compile_vectorised",
     "spin_wait",
 ]
@@ -250,15 +251,19 @@ class Block(NamedTuple):
     positions: int
 
 
-def blocked_block(out_channels: int, along_row: bool = False, weight_grad: bool = False) -> Block:
+def blocked_block(
+    out_channels: int, along_row: bool = False, weight_grad: bool = False, input_grad: bool = False
+) -> Block:
     """The kernel for ``out_channels`` filters: the narrowest block of filters that holds
     them all (32 past 16: each input value loaded then feeds more filters); with
     ``along_row``, among the kernels whose blocks run along a row (stride 1); with
     ``weight_grad``, among the weight-gradient kernels (a block's ``positions`` are then
-    its taps)."""
+    its taps); with ``input_grad``, the input-gradient kernels' (its ``filters`` its taps)."""
     kernels = _kernels_blocked()
     if weight_grad:
         blocks = kernels.WGRAD_BLOCKS
+    elif input_grad:
+        blocks = kernels.IGRAD_BLOCKS
     else:
         blocks = kernels.ROW_BLOCKS if along_row else kernels.BLOCKS
     by_width = sorted(blocks.items(), key=lambda item: item[1][0])
@@ -269,7 +274,8 @@ def blocked_block(out_channels: int, along_row: bool = False, weight_grad: bool 
 def named_block(name: str) -> Block:
     """The blocked kernel ``name`` (a plan's ``block``)."""
     kernels = _kernels_blocked()
-    g, p = {**kernels.BLOCKS, **kernels.ROW_BLOCKS, **kernels.WGRAD_BLOCKS}[name]
+    every = (kernels.BLOCKS, kernels.ROW_BLOCKS, kernels.WGRAD_BLOCKS, kernels.IGRAD_BLOCKS)
+    g, p = {k: v for blocks in every for k, v in blocks.items()}[name]
     return Block(name, g, p)
 
 
@@ -313,6 +319,20 @@ def _tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -
         np.arange(c)[:, None, None] * (hp * wp)
         + np.arange(kh)[None, :, None] * (dh * wp)
         + np.arange(kw)[None, None, :] * dw
+    ).reshape(-1)
+    offs = offs.astype(np.int64)
+    offs.flags.writeable = False
+    return offs
+
+
+@functools.lru_cache(maxsize=64)
+def _taps_by_position(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> Array:
+    """Each tap's offset into a flat padded sample of C planes (hp, wp), in the order kernel
+    row, kernel column, channel; read-only, as it is shared between calls."""
+    offs = (
+        np.arange(kh)[:, None, None] * (dh * wp)
+        + np.arange(kw)[None, :, None] * dw
+        + np.arange(c)[None, None, :] * (hp * wp)
     ).reshape(-1)
     offs = offs.astype(np.int64)
     offs.flags.writeable = False
@@ -422,3 +442,56 @@ def blocked_weight_grad(
         threads.parallel_signalled(part, dwb.shape[0] * per_block, spin_wait())
     grad_w = dwb.transpose(0, 3, 1, 2).reshape(dwb.shape[0] * g, per_block * t)
     return xp.ascontiguousarray(grad_w[:f, : len(taps)]).reshape(weight_shape)
+
+
+def blocked_input_grad(
+    grad_out: Array, weight: Array, win: Window, x_shape, thread_count: int, block: str
+) -> Array:
+    """The input gradient (N, C, H, W) of a dense layer (``groups == 1``) at stride 1 by the
+    register-blocked kernel ``block`` (the plan's, :func:`blocked_block` with
+    ``input_grad``): the column gradient of a block of taps at 16 consecutive positions held
+    in registers, then added onto a padded scratch copy of the sample's input gradient; no
+    column matrix is built. The threads share the samples, each sample summed by one thread
+    in one order."""
+    if win.stride != (1, 1) or win.groups != 1:
+        raise ValueError(
+            f"blocked_input_grad: stride 1 and one group only, got {win.stride}, {win.groups}"
+        )
+    grad_out = _c(grad_out)
+    xp = array_module(grad_out)
+    n, c, h, w = x_shape
+    f, _, kh, kw = weight.shape
+    name, t, p = named_block(block)
+    hp, wp = win.padded_hw((h, w))
+    taps = _taps_by_position(c, kh, kw, hp, wp, *win.dilation)
+    blocks = -(-len(taps) // t)
+    # the weights of each block's taps (kernel row, kernel column, channel), zero past the last
+    wb = xp.zeros((blocks * t, f), dtype=grad_out.dtype)
+    wb[: len(taps)] = weight.transpose(0, 2, 3, 1).reshape(f, -1).T
+    wb = xp.ascontiguousarray(wb.reshape(blocks, t, f).transpose(0, 2, 1))
+    toffs = np.zeros(blocks * t, dtype=np.int64)  # taps past the last add zeros at offset 0
+    toffs[: len(taps)] = taps
+    toffs = toffs.reshape(blocks, t)
+    positions = (win.out[0] - 1) * wp + win.out[1]  # the last one's index in a padded plane
+    plane = -(-positions // p) * p
+    geom = (int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
+    grad_x = xp.empty(tuple(x_shape), dtype=grad_out.dtype)
+    kernel = getattr(_kernels_blocked(), name)
+
+    def scratch() -> tuple[Array, Array]:
+        return (
+            xp.empty((f, plane), dtype=grad_out.dtype),
+            xp.empty(c * hp * wp + p, dtype=grad_out.dtype),
+        )
+
+    if (name, grad_out.dtype.str) not in _compiled:  # the types depend on the dtype alone
+        args = (grad_out, wb, toffs, grad_x, geom, *scratch(), xp.zeros(1, dtype="int64"), 0)
+        compile_vectorised(kernel, args)
+        _compiled.add((name, grad_out.dtype.str))
+
+    def part(s: slice, go: Array, seq: int) -> None:
+        kernel(grad_out[s], wb, toffs, grad_x[s], geom, *scratch(), go, seq)
+
+    with threads.limit(thread_count):  # the plan gives one thread to a small layer
+        threads.parallel_signalled(part, n, spin_wait())
+    return grad_x

@@ -122,6 +122,12 @@ def _grad_matrix(grad_out: Array, groups: int) -> Array:
 # --------------------------------------------------------------------------- the GEMM core
 
 
+def _macs(x_shape: Sequence[int], win: Window, out_channels: int) -> int:
+    """Multiply-accumulates of the layer's GEMMs: F * C/G * kh*kw * H_out*W_out * N."""
+    kernel = win.kernel[0] * win.kernel[1] * win.out[0] * win.out[1]
+    return out_channels * x_shape[1] // win.groups * kernel * x_shape[0]
+
+
 def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
     """Cross-correlation without bias: (N, C, H, W) -> (N, F, *win.out)."""
     if how.algorithm == "kernel":
@@ -132,6 +138,11 @@ def forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
         return compiled.forward(x, weight, win, how.threads)
     if how.algorithm == "blocked-numba":
         return compiled.blocked_forward(x, weight, win, how.threads, how.block)
+    with threads.blas_for(_macs(x.shape, win, weight.shape[0]), how.backend == "cupy"):
+        return _gemm_forward(x, weight, win, how)
+
+
+def _gemm_forward(x: Array, weight: Array, win: Window, how: Plan) -> Array:
     xp = array_module(x, weight)
     n, f, g = x.shape[0], weight.shape[0], win.groups
     w3 = weight.reshape(g, f // g, -1)
@@ -158,6 +169,11 @@ def weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, how: Plan)
         return compiled.weight_grad(grad_out, x, win, weight_shape, how.threads)
     if how.algorithm == "blocked-numba":
         return compiled.blocked_weight_grad(grad_out, x, win, weight_shape, how.threads, how.block)
+    with threads.blas_for(_macs(x.shape, win, weight_shape[0]), how.backend == "cupy"):
+        return _gemm_weight_grad(grad_out, x, win, weight_shape, how)
+
+
+def _gemm_weight_grad(grad_out: Array, x: Array, win: Window, weight_shape, how: Plan) -> Array:
     xp = array_module(grad_out, x)
     f, g = weight_shape[0], win.groups
     grad_w = xp.zeros((g, f // g, math.prod(weight_shape[1:])), dtype=x.dtype)
@@ -195,6 +211,13 @@ def input_grad(grad_out: Array, weight: Array, win: Window, x_shape, how: Plan) 
         return _depthwise_input_grad(grad_out, weight, win, x_shape, how)
     if how.algorithm == "direct-numba":
         return compiled.input_grad(grad_out, weight, win, x_shape, how.threads)
+    if how.algorithm == "blocked-numba":
+        return compiled.blocked_input_grad(grad_out, weight, win, x_shape, how.threads, how.block)
+    with threads.blas_for(_macs(x_shape, win, weight.shape[0]), how.backend == "cupy"):
+        return _gemm_input_grad(grad_out, weight, win, x_shape, how)
+
+
+def _gemm_input_grad(grad_out: Array, weight: Array, win: Window, x_shape, how: Plan) -> Array:
     xp = array_module(grad_out, weight)
     n, c, h, w = x_shape
     (kh, kw), g, f = win.kernel, win.groups, weight.shape[0]

@@ -44,13 +44,20 @@ Algorithms
     percent of im2col at 2 threads, 4 to 10% faster at 1; LeNet's C3 0.38 against 0.51 ms (the
     benchmark's tables before and after, 1 thread).
     The weight gradient of a dense layer (``op="conv2d_weight_grad"``, same conditions, at least
-    :data:`BLOCKED_MIN_ROWS` rows and :data:`WGRAD_BLOCKED_MIN_POSITIONS` output positions) by
+    :data:`BLOCKED_MIN_ROWS` rows and :data:`BLOCKED_GRAD_MIN_POSITIONS` output positions) by
     the same kind of kernel (:func:`.compiled.blocked_weight_grad`, block ``"wg16t10"``): 10
     taps times 16 filters held in registers while they sum over a sample's positions, the
     threads sharing the blocks. Measured there against im2col, 1 thread / 2 threads: ResNet's
     64-channel 3x3 layer 18.6 / 10.4 against 30.2 / 17.5 ms, its 256-channel layer 19.2 /
     10.3 against 21.7 / 14.1 ms, the strided 3x3/2 layer 10.7 / 5.4 against 16.4 / 8.4 ms,
-    LeNet's C3 0.45 / 0.38 against 0.72 / 0.69 ms.
+    LeNet's C3 0.45 / 0.38 against 0.72 / 0.69 ms. And the input gradient at stride 1
+    (``op="conv2d_input_grad"``, same conditions; :func:`.compiled.blocked_input_grad`, block
+    ``"ig8r16"``): 8 taps times 16 positions of the column gradient summed over the filters in
+    registers, then added onto a padded copy of the sample's input gradient (the fold without
+    a column matrix), the threads sharing the samples. Measured there against im2col's GEMMs
+    and compiled fold, 1 thread / 2 threads, best of interleaved calls: LeNet's C3 0.55 / 0.36
+    against 0.73 / 0.74 ms; ResNet's 64-, 128- and 256-channel layers 0.83 to 0.93 times
+    im2col's time at 1 thread, and from 0.64 to 1.13 times at 2 (runs varied by a third).
 ``"kernel"``
     One CUDA elementwise kernel (depthwise layers and pooling on a GPU).
 ``"windows"``
@@ -119,7 +126,7 @@ __all__ = [
     "ROW_MAX_FILTERS",
     "BLOCKED_MIN_PARALLEL_MACS",
     "WEIGHT_GRAD_SWAP_MAX_FILTERS",
-    "WGRAD_BLOCKED_MIN_POSITIONS",
+    "BLOCKED_GRAD_MIN_POSITIONS",
 ]
 
 #: Largest column matrix (bytes) a convolution builds at once; bigger batches are chunked.
@@ -161,17 +168,19 @@ BLOCKED_MIN_PARALLEL_MACS = 4 * 2**20
 #: (576 rows, inner axis 1,568) 2.54/1.43 against 2.38/1.32; but 256 filters (2,304 rows)
 #: 19.3/9.5 against 20.1/10.8, and 512 (4,608 rows) 18.6/9.4 against 30.5/19.8 ms.
 WEIGHT_GRAD_SWAP_MAX_FILTERS = 128
-#: The weight gradient of a dense layer with :data:`BLOCKED_MIN_ROWS` to
-#: :data:`BLOCKED_MAX_ROWS` rows is register-blocked (``"blocked-numba"``, block ``"wg16t10"``)
-#: where a sample has at least this many output positions: each block sums one sample's
+#: The gradients of a dense layer with :data:`BLOCKED_MIN_ROWS` to :data:`BLOCKED_MAX_ROWS`
+#: rows are register-blocked (``"blocked-numba"``; the input gradient at stride 1) where a
+#: sample has at least this many output positions: a weight-gradient block sums one sample's
 #: positions in registers, then adds its 160 sums to the total, so with few positions the
-#: adds and the set-up dominate. Measured on 2 cores against im2col, 1 thread / 2 threads, in
-#: one process, calls interleaved (batch 8, 3x3): 512 channels at 7x7 (49 positions) 26.3 /
+#: adds and the set-up dominate (the input gradient's blocks, 16 positions wide, likewise).
+#: The weight gradient, measured on 2 cores against im2col, 1 thread / 2 threads, in one
+#: process, calls interleaved (batch 8, 3x3): 512 channels at 7x7 (49 positions) 26.3 /
 #: 17.8 against 20.6 / 12.1 ms; 256 at 8x8 (64) 8.1 / 5.1 against 10.4 / 4.2 ms; 256 at 10x10
 #: (100) 11.8 / 6.0 against 10.9 / 6.3 ms; 64 at 12x12 (144) 1.0 / 0.61 against 1.2 / 1.0
 #: ms; ResNet's 64-channel layer (3,136) 18.6 / 10.4 against 30.2 / 17.5 ms; LeNet's C3
-#: (100, batch 64) 0.45 / 0.38 against 0.72 / 0.69 ms.
-WGRAD_BLOCKED_MIN_POSITIONS = 100
+#: (100, batch 64) 0.45 / 0.38 against 0.72 / 0.69 ms. The input gradient of 512 channels at
+#: 7x7: 34.2 / 23.6 against 26.8 / 16.4 ms.
+BLOCKED_GRAD_MIN_POSITIONS = 100
 
 OPS = (
     "conv2d",
@@ -302,15 +311,20 @@ def plan(
                 block=block.name,
             )
     if (
-        op == "conv2d_weight_grad"
+        op in ("conv2d_weight_grad", "conv2d_input_grad")
         and win.groups == 1
         and not win.pointwise
+        and (op == "conv2d_weight_grad" or win.stride == (1, 1))
         and BLOCKED_MIN_ROWS <= rows <= BLOCKED_MAX_ROWS
-        and positions >= WGRAD_BLOCKED_MIN_POSITIONS
+        and positions >= BLOCKED_GRAD_MIN_POSITIONS
         and compiled.blocked_supported(itemsize, cupy)
     ):
-        # blocks of taps times filters summed over each sample's positions in registers
-        block = compiled.blocked_block(out_channels, weight_grad=True)
+        # blocks of taps times filters summed over each sample's positions in registers;
+        # blocks of a column gradient added onto the input at stride 1
+        weight_grad = op == "conv2d_weight_grad"
+        block = compiled.blocked_block(
+            out_channels, weight_grad=weight_grad, input_grad=not weight_grad
+        )
         share = cpu_threads if macs >= BLOCKED_MIN_PARALLEL_MACS else 1
         return Plan(
             op, backend, "blocked-numba", "planes", n, n, oh, column_bytes, share, block=block.name

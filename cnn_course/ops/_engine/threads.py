@@ -21,6 +21,16 @@ such region to end restores the count), so that BLAS's own threads stay asleep i
 spinning beside the engine's on the same cores. Whether GEMM work is large enough to split
 (:data:`MIN_PARALLEL_MACS`) is the plan's decision (:mod:`.plan`).
 
+Small GEMMs on one BLAS thread (:func:`blas_for`): after a GEMM on several threads,
+OpenBLAS's threads spin for about 0.1 s waiting for the next one (one 64 x 400 x 120 GEMM,
+a LeNet's first fully connected layer, and then a second of sleep: 0.1 s of a core's time,
+measured through ``/proc``). A training step calls such a GEMM every few milliseconds, so
+one core stays busy with that spinning all epoch, and the engine's own workers, whose share
+lands on that core, never start: in a LeNet epoch on 2 cores, the blocked forward's caller
+ran 170 of 188 shares itself, and the epoch took as long as on one thread. Work below
+:data:`MIN_PARALLEL_MACS` therefore runs its GEMMs on one BLAS thread (the linear layers,
+a convolution's GEMMs one after another); with that, the workers took all 191 shares.
+
 Short compiled work (:func:`parallel_signalled`): a share of a fraction of a millisecond
 is lost to a hand-off through the pool above. Measured on 2 cores with LeNet's C3 (0.36 ms
 on one thread), split in halves:
@@ -65,6 +75,7 @@ __all__ = [
     "limit",
     "parallel",
     "parallel_signalled",
+    "blas_for",
     "split",
     "MIN_PARALLEL_BYTES",
     "MIN_PARALLEL_MACS",
@@ -174,6 +185,15 @@ def _blas_single_threaded() -> Iterator[None]:
             _blas_regions -= 1
             if _blas_regions == 0 and _blas_restore != 1:
                 lib.set_num_threads(_blas_restore)
+
+
+def blas_for(macs: int, gpu: bool = False) -> contextlib.AbstractContextManager[None]:
+    """A block whose GEMMs add up to ``macs`` multiply-accumulates: below
+    :data:`MIN_PARALLEL_MACS`, BLAS runs on one thread inside it (see the module docstring);
+    the engine's thread count stays what it was. Arrays on a GPU (``gpu``) change nothing."""
+    if gpu or macs >= MIN_PARALLEL_MACS:
+        return contextlib.nullcontext()
+    return _blas_single_threaded()
 
 
 def num_threads() -> int:
