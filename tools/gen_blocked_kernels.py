@@ -191,24 +191,34 @@ def _tile(fn: str, g: int, p: int, stride: str) -> str:
     return "\n".join(line for line in lines if line.strip() or not line) + "\n"
 
 
-def _row_tile(fn: str, g: int, p: int) -> str:
-    """One block along a row: ``p`` consecutive positions times ``g`` filters, over all
-    taps, the sums of filter ``q`` stored into ``rows[f0 + q, ow0 : ow0 + p]`` (``q < fn``)."""
+def _row_sums(fn: str, args: str, src: str, g: int, p: int) -> tuple[list[str], list[list[str]]]:
+    """The head and the loop of a block along a row: ``p`` consecutive positions of the flat
+    plane ``src`` (from ``base``, one plane ``offs[t]`` further at each step) times ``g``
+    weights ``wg[t]``, summed in the accumulators returned, ``[q][i]``."""
     acc = [[f"b{q}_{i}" for i in range(p)] for q in range(g)]
     lines = [
         "",
         "",
         "@numba.njit(**_TILE)",
-        f"def {fn}(zero, xf, base, offs, wg, rows, f0, fn, ow0):",
+        f"def {fn}({args}):",
         *(f"    {' = '.join(row)} = zero" for row in acc),
         "    " + "; ".join(f"u{i} = np.uint64({i})" for i in range(1, p)),
         "    for t in range(offs.shape[0]):",
         "        o = np.uint64(base + offs[t])",
-        "        " + "; ".join(f"x{i} = xf[o + u{i}]" if i else "x0 = xf[o]" for i in range(p)),
+        "        "
+        + "; ".join(f"x{i} = {src}[o + u{i}]" if i else f"x0 = {src}[o]" for i in range(p)),
     ]
     for q in range(g):
         lines.append(f"        w{q} = wg[t, {q}]")
         lines.append("        " + "; ".join(f"{a} += x{i} * w{q}" for i, a in enumerate(acc[q])))
+    return lines, acc
+
+
+def _row_tile(fn: str, g: int, p: int) -> str:
+    """One block along a row: ``p`` consecutive positions times ``g`` filters, over all
+    taps, the sums of filter ``q`` stored into ``rows[f0 + q, ow0 : ow0 + p]`` (``q < fn``)."""
+    args = "zero, xf, base, offs, wg, rows, f0, fn, ow0"
+    lines, acc = _row_sums(fn, args, "xf", g, p)
     for q in range(g):
         lines.append(f"    if {q} < fn:")
         lines.append(f"        r = rows[f0 + {q}]")
@@ -299,21 +309,7 @@ def _igrad_tile(fn: str, t: int, p: int) -> str:
     """One input-gradient block: ``t`` taps times ``p`` consecutive positions of the spread
     output gradient ``gf``, summed over the filters (planes ``offs`` apart), each tap's ``p``
     sums then added onto ``dxf`` at the tap's offset ``toff[q]`` plus the block's ``base``."""
-    acc = [[f"b{q}_{i}" for i in range(p)] for q in range(t)]
-    lines = [
-        "",
-        "",
-        "@numba.njit(**_TILE)",
-        f"def {fn}(zero, gf, base, offs, wg, dxf, toff):",
-        *(f"    {' = '.join(row)} = zero" for row in acc),
-        "    " + "; ".join(f"u{i} = np.uint64({i})" for i in range(1, p)),
-        "    for k in range(offs.shape[0]):",
-        "        o = np.uint64(base + offs[k])",
-        "        " + "; ".join(f"x{i} = gf[o + u{i}]" if i else "x0 = gf[o]" for i in range(p)),
-    ]
-    for q in range(t):
-        lines.append(f"        w{q} = wg[k, {q}]")
-        lines.append("        " + "; ".join(f"{a} += x{i} * w{q}" for i, a in enumerate(acc[q])))
+    lines, acc = _row_sums(fn, "zero, gf, base, offs, wg, dxf, toff", "gf", t, p)
     for q in range(t):
         lines.append(f"    d = np.uint64(base + toff[{q}])")
         adds = (f"dxf[d + u{i}] += {a}" if i else f"dxf[d] += {a}" for i, a in enumerate(acc[q]))

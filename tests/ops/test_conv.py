@@ -1173,12 +1173,7 @@ def test_blocked_weight_grad_matches_torch_and_im2col(rng, torch, monkeypatch, c
     grad_out = grad_out.astype(np.float32)
     before = [a.copy() for a in (x, weight, grad_out)]
     got = compiled.blocked_weight_grad(grad_out, x, win, weight.shape, 1, "wg16t10")
-    tp = p if isinstance(p, str) else pair(p, "", "")
-    xt, wt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight))
-    torch.nn.functional.conv2d(xt, wt, None, s, tp, d).backward(
-        torch.from_numpy(grad_out.astype(np.float64))
-    )
-    expected = wt.grad.numpy()
+    expected = torch_conv_grads(torch, x, weight, grad_out, s, p, d)[1]
     assert got.dtype == np.float32 and got.shape == expected.shape
     scale = np.abs(expected).max()
     # float32 sums of one sample's positions (at most 841), then over the samples
@@ -1215,12 +1210,7 @@ def test_blocked_input_grad_matches_torch_and_im2col(rng, torch, monkeypatch, ca
     grad_out = grad_out.astype(np.float32)
     before = [a.copy() for a in (x, weight, grad_out)]
     got = compiled.blocked_input_grad(grad_out, weight, win, x.shape, 1, "ig8r16")
-    tp = p if isinstance(p, str) else pair(p, "", "")
-    xt, wt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight))
-    torch.nn.functional.conv2d(xt, wt, None, s, tp, d).backward(
-        torch.from_numpy(grad_out.astype(np.float64))
-    )
-    expected = xt.grad.numpy()
+    expected = torch_conv_grads(torch, x, weight, grad_out, s, p, d)[0]
     assert got.dtype == np.float32 and got.shape == expected.shape
     scale = np.abs(expected).max()
     assert_close(got, expected, rtol=0, atol=2e-6 * scale)  # float32 sums of <= 200 terms
@@ -1310,6 +1300,16 @@ def test_blocked_weight_grad_does_not_depend_on_the_thread_count_and_propagates_
     finite = np.isfinite(want)
     assert np.isnan(want).any() and finite.any()
     assert_close(got[finite], want[finite], rtol=0, atol=1e-5 * np.abs(want[finite]).max())
+
+
+def torch_conv_grads(torch, x, weight, grad_out, stride, padding, dilation):
+    """PyTorch's autograd in float64: the gradients of ``conv2d`` for ``x`` and ``weight``."""
+    tp = padding if isinstance(padding, str) else pair(padding, "", "")
+    xt, wt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, weight))
+    torch.nn.functional.conv2d(xt, wt, None, stride, tp, dilation).backward(
+        torch.from_numpy(grad_out.astype(np.float64))
+    )
+    return xt.grad.numpy(), wt.grad.numpy()
 
 
 @pytest.mark.parametrize("narrow", [True, False])

@@ -643,24 +643,24 @@ def _itile_ig8r16(zero, gf, base, offs, wg, dxf, toff):
     b6_0 = b6_1 = b6_2 = b6_3 = b6_4 = b6_5 = b6_6 = b6_7 = b6_8 = b6_9 = b6_10 = b6_11 = b6_12 = b6_13 = b6_14 = b6_15 = zero
     b7_0 = b7_1 = b7_2 = b7_3 = b7_4 = b7_5 = b7_6 = b7_7 = b7_8 = b7_9 = b7_10 = b7_11 = b7_12 = b7_13 = b7_14 = b7_15 = zero
     u1 = np.uint64(1); u2 = np.uint64(2); u3 = np.uint64(3); u4 = np.uint64(4); u5 = np.uint64(5); u6 = np.uint64(6); u7 = np.uint64(7); u8 = np.uint64(8); u9 = np.uint64(9); u10 = np.uint64(10); u11 = np.uint64(11); u12 = np.uint64(12); u13 = np.uint64(13); u14 = np.uint64(14); u15 = np.uint64(15)
-    for k in range(offs.shape[0]):
-        o = np.uint64(base + offs[k])
+    for t in range(offs.shape[0]):
+        o = np.uint64(base + offs[t])
         x0 = gf[o]; x1 = gf[o + u1]; x2 = gf[o + u2]; x3 = gf[o + u3]; x4 = gf[o + u4]; x5 = gf[o + u5]; x6 = gf[o + u6]; x7 = gf[o + u7]; x8 = gf[o + u8]; x9 = gf[o + u9]; x10 = gf[o + u10]; x11 = gf[o + u11]; x12 = gf[o + u12]; x13 = gf[o + u13]; x14 = gf[o + u14]; x15 = gf[o + u15]
-        w0 = wg[k, 0]
+        w0 = wg[t, 0]
         b0_0 += x0 * w0; b0_1 += x1 * w0; b0_2 += x2 * w0; b0_3 += x3 * w0; b0_4 += x4 * w0; b0_5 += x5 * w0; b0_6 += x6 * w0; b0_7 += x7 * w0; b0_8 += x8 * w0; b0_9 += x9 * w0; b0_10 += x10 * w0; b0_11 += x11 * w0; b0_12 += x12 * w0; b0_13 += x13 * w0; b0_14 += x14 * w0; b0_15 += x15 * w0
-        w1 = wg[k, 1]
+        w1 = wg[t, 1]
         b1_0 += x0 * w1; b1_1 += x1 * w1; b1_2 += x2 * w1; b1_3 += x3 * w1; b1_4 += x4 * w1; b1_5 += x5 * w1; b1_6 += x6 * w1; b1_7 += x7 * w1; b1_8 += x8 * w1; b1_9 += x9 * w1; b1_10 += x10 * w1; b1_11 += x11 * w1; b1_12 += x12 * w1; b1_13 += x13 * w1; b1_14 += x14 * w1; b1_15 += x15 * w1
-        w2 = wg[k, 2]
+        w2 = wg[t, 2]
         b2_0 += x0 * w2; b2_1 += x1 * w2; b2_2 += x2 * w2; b2_3 += x3 * w2; b2_4 += x4 * w2; b2_5 += x5 * w2; b2_6 += x6 * w2; b2_7 += x7 * w2; b2_8 += x8 * w2; b2_9 += x9 * w2; b2_10 += x10 * w2; b2_11 += x11 * w2; b2_12 += x12 * w2; b2_13 += x13 * w2; b2_14 += x14 * w2; b2_15 += x15 * w2
-        w3 = wg[k, 3]
+        w3 = wg[t, 3]
         b3_0 += x0 * w3; b3_1 += x1 * w3; b3_2 += x2 * w3; b3_3 += x3 * w3; b3_4 += x4 * w3; b3_5 += x5 * w3; b3_6 += x6 * w3; b3_7 += x7 * w3; b3_8 += x8 * w3; b3_9 += x9 * w3; b3_10 += x10 * w3; b3_11 += x11 * w3; b3_12 += x12 * w3; b3_13 += x13 * w3; b3_14 += x14 * w3; b3_15 += x15 * w3
-        w4 = wg[k, 4]
+        w4 = wg[t, 4]
         b4_0 += x0 * w4; b4_1 += x1 * w4; b4_2 += x2 * w4; b4_3 += x3 * w4; b4_4 += x4 * w4; b4_5 += x5 * w4; b4_6 += x6 * w4; b4_7 += x7 * w4; b4_8 += x8 * w4; b4_9 += x9 * w4; b4_10 += x10 * w4; b4_11 += x11 * w4; b4_12 += x12 * w4; b4_13 += x13 * w4; b4_14 += x14 * w4; b4_15 += x15 * w4
-        w5 = wg[k, 5]
+        w5 = wg[t, 5]
         b5_0 += x0 * w5; b5_1 += x1 * w5; b5_2 += x2 * w5; b5_3 += x3 * w5; b5_4 += x4 * w5; b5_5 += x5 * w5; b5_6 += x6 * w5; b5_7 += x7 * w5; b5_8 += x8 * w5; b5_9 += x9 * w5; b5_10 += x10 * w5; b5_11 += x11 * w5; b5_12 += x12 * w5; b5_13 += x13 * w5; b5_14 += x14 * w5; b5_15 += x15 * w5
-        w6 = wg[k, 6]
+        w6 = wg[t, 6]
         b6_0 += x0 * w6; b6_1 += x1 * w6; b6_2 += x2 * w6; b6_3 += x3 * w6; b6_4 += x4 * w6; b6_5 += x5 * w6; b6_6 += x6 * w6; b6_7 += x7 * w6; b6_8 += x8 * w6; b6_9 += x9 * w6; b6_10 += x10 * w6; b6_11 += x11 * w6; b6_12 += x12 * w6; b6_13 += x13 * w6; b6_14 += x14 * w6; b6_15 += x15 * w6
-        w7 = wg[k, 7]
+        w7 = wg[t, 7]
         b7_0 += x0 * w7; b7_1 += x1 * w7; b7_2 += x2 * w7; b7_3 += x3 * w7; b7_4 += x4 * w7; b7_5 += x5 * w7; b7_6 += x6 * w7; b7_7 += x7 * w7; b7_8 += x8 * w7; b7_9 += x9 * w7; b7_10 += x10 * w7; b7_11 += x11 * w7; b7_12 += x12 * w7; b7_13 += x13 * w7; b7_14 += x14 * w7; b7_15 += x15 * w7
     d = np.uint64(base + toff[0])
     dxf[d] += b0_0; dxf[d + u1] += b0_1; dxf[d + u2] += b0_2; dxf[d + u3] += b0_3; dxf[d + u4] += b0_4; dxf[d + u5] += b0_5; dxf[d + u6] += b0_6; dxf[d + u7] += b0_7; dxf[d + u8] += b0_8; dxf[d + u9] += b0_9; dxf[d + u10] += b0_10; dxf[d + u11] += b0_11; dxf[d + u12] += b0_12; dxf[d + u13] += b0_13; dxf[d + u14] += b0_14; dxf[d + u15] += b0_15
