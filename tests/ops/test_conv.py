@@ -1135,9 +1135,21 @@ def test_the_plan_chooses_the_blocked_gradients_only_where_they_apply(monkeypatc
         assert (how.algorithm, how.block) == ("blocked-numba", block)
     assert plans.BLOCKED_GRAD_MIN_POSITIONS == 100
     assert plans.BLOCKED_MIN_ROWS == 64 and plans.BLOCKED_MAX_ROWS == 2304
+    c1 = plan((64, 1, 28, 28), (6, 1, 5, 5), 1, 2)  # 25 rows: along the rows, as the forward
+    assert (c1.algorithm, c1.block) == (
+        ("blocked-numba", "wr6t3") if grad == "weight_grad" else ("im2col-numba", "")
+    )
+    for case in (  # not along the rows: 9 filters, stride 2 along them, rows of 15 < 16
+        ((64, 1, 28, 28), (9, 1, 5, 5), 1, 2),
+        ((64, 1, 28, 28), (6, 1, 5, 5), (1, 2), 2),
+        ((64, 1, 15, 15), (6, 1, 5, 5), 1, 2),
+    ):
+        assert plan(*case).algorithm != "blocked-numba", case
+    assert plan((64, 1, 28, 28), (6, 1, 5, 5), (2, 1), 2).block == (
+        "wr6t3" if grad == "weight_grad" else ""
+    )
     for case in (
-        ((64, 1, 32, 32), (6, 1, 5, 5), 1, 0),  # C1: 25 rows < BLOCKED_MIN_ROWS
-        ((8, 7, 12, 12), (8, 7, 3, 3), 1, 1),  # 63 rows
+        ((8, 7, 12, 12), (8, 70, 3, 3), 1, 1),  # 63 rows, more than 8 filters
         ((8, 256, 9, 9), (256, 256, 3, 3), 1, 0),  # 49 positions
         ((8, 64, 11, 9), (64, 64, 3, 3), 1, 0),  # 99 positions
         ((8, 512, 14, 14), (512, 512, 3, 3)),  # 4608 rows > BLOCKED_MAX_ROWS
@@ -1190,6 +1202,52 @@ def test_blocked_weight_grad_matches_torch_and_im2col(rng, torch, monkeypatch, c
     monkeypatch.setenv(compiled.ENV, "0")
     _, im2col, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
     assert_close(got, im2col, rtol=0, atol=1e-5 * scale)
+
+
+ROW_CASES = [c for c in BLOCKED_CASES if pair(c[2], "", "")[1] == 1 and c[1][0] <= 8]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
+@pytest.mark.parametrize("case", ROW_CASES)
+def test_blocked_row_weight_grad_matches_torch_and_im2col(rng, torch, monkeypatch, case):
+    """The weight gradient along a row (few filters, stride 1 along the rows) against
+    PyTorch's autograd in float64 and im2col, for each filter count's block; through
+    ``conv2d_backward`` where the plan takes it (fewer than 64 rows), with 1 and 2 threads
+    giving the same bits (the batch is summed in fixed chunks); NaN and infinity propagate."""
+    blocked_cpu(monkeypatch)
+    x_shape, (f, kh, kw), s, p, d = case
+    x_shape = (35, *x_shape[1:])  # three chunks of 16 samples, the last one short
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    weight = rng.standard_normal((f, x_shape[1], kh, kw)).astype(np.float32)
+    win = C._conv_setup("conv2d", x, weight, None, s, p, d, 1)
+    grad_out = rng.standard_normal((x_shape[0], f, *win.out)).astype(np.float32)
+    block = compiled.blocked_block(f, along_row=True, weight_grad=True).name
+    assert block == ("wr4t5" if f <= 4 else "wr6t3" if f <= 6 else "wr8t2")  # the narrowest
+    before = [a.copy() for a in (x, grad_out)]
+    got = compiled.blocked_weight_grad(grad_out, x, win, weight.shape, 1, block)
+    for a, b in zip((x, grad_out), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected = torch_conv_grads(torch, x, weight, grad_out, s, p, d)[1]
+    scale = np.abs(expected).max()
+    assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    monkeypatch.setattr(plans, "BLOCKED_MIN_ROWS", 10**6)  # every case along the rows
+    monkeypatch.setattr(plans, "BLOCKED_MIN_PARALLEL_MACS", 0)
+    how = C.conv2d_plan(x.shape, weight.shape, s, p, d, 1, 4)["weight_grad"]
+    assert (how.algorithm, how.block) == ("blocked-numba", block)
+    with threads.limit(1):
+        _, one, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
+    with threads.limit(2):
+        _, two, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
+    np.testing.assert_array_equal(one, got)
+    np.testing.assert_array_equal(two, got)
+    x[0, 0, 1, 2], x[1, -1, -1, -1] = np.nan, np.inf
+    _, special, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
+    monkeypatch.setenv(compiled.ENV, "0")
+    _, im2col, _ = C.conv2d_backward(grad_out, x, weight, s, p, d, input_grad=False)
+    np.testing.assert_array_equal(np.isnan(special), np.isnan(im2col))
+    np.testing.assert_array_equal(np.isinf(special), np.isinf(im2col))
+    finite = np.isfinite(im2col)
+    assert_close(special[finite], im2col[finite], rtol=0, atol=1e-5 * scale)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
@@ -1424,14 +1482,14 @@ def test_blocked_kernels_are_generated_from_the_committed_generator():
     assert gen["TARGET"].read_text(encoding="utf-8") == gen["source"]()
 
 
-@pytest.mark.parametrize("name", ["g8p14", "g8r16", "wg16t10", "ig8r16"])
+@pytest.mark.parametrize("name", ["g8p14", "g8r16", "wg16t10", "ig8r16", "wr4t5"])
 def test_blocked_kernels_compile_to_vector_instructions(monkeypatch, name):
     """numba compiles the blocked kernels with LLVM's SLP vectoriser only where asked
     (:func:`compiled.compile_vectorised`): then the accumulators are packed into vector
     registers (``vfmadd...ps``); compiled the default way they stay scalar (``...ss``).
     Fresh copies of the smallest block of each kind (along the filters, along a row, the
-    weight and the input gradient's), without the disk cache (cached code cannot be
-    inspected)."""
+    weight gradient's both ways, the input gradient's), without the disk cache (cached code
+    cannot be inspected)."""
     needs_numba(monkeypatch)
     numba = compiled._kernels().numba
     zeros = np.zeros((72, 16), np.float32)
@@ -1444,6 +1502,11 @@ def test_blocked_kernels_compile_to_vector_instructions(monkeypatch, name):
     elif name == "wg16t10":
         tile = compiled._kernels_blocked()._wtile_wg16t10
         args = (np.float32(0), zeros.ravel(), np.arange(72), zeros, np.arange(10), zeros[:10])
+    elif name == "wr4t5":
+        tile = compiled._kernels_blocked()._wrtile_wr4t5
+        index = np.arange(5)
+        acc = np.zeros((5, 4, 16), np.float32)
+        args = (np.float32(0), *(zeros.ravel(),) * 2, index, index, index, 16, acc)
     else:
         tile = compiled._kernels_blocked()._itile_ig8r16
         args = (

@@ -258,10 +258,11 @@ def blocked_block(
     them all (32 past 16: each input value loaded then feeds more filters); with
     ``along_row``, among the kernels whose blocks run along a row (stride 1); with
     ``weight_grad``, among the weight-gradient kernels (a block's ``positions`` are then
-    its taps); with ``input_grad``, the input-gradient kernels' (its ``filters`` its taps)."""
+    its taps; with ``along_row`` too, those along a row); with ``input_grad``, the
+    input-gradient kernels' (its ``filters`` its taps)."""
     kernels = _kernels_blocked()
     if weight_grad:
-        blocks = kernels.WGRAD_BLOCKS
+        blocks = kernels.ROW_WGRAD_BLOCKS if along_row else kernels.WGRAD_BLOCKS
     elif input_grad:
         blocks = kernels.IGRAD_BLOCKS
     else:
@@ -274,7 +275,13 @@ def blocked_block(
 def named_block(name: str) -> Block:
     """The blocked kernel ``name`` (a plan's ``block``)."""
     kernels = _kernels_blocked()
-    every = (kernels.BLOCKS, kernels.ROW_BLOCKS, kernels.WGRAD_BLOCKS, kernels.IGRAD_BLOCKS)
+    every = (
+        kernels.BLOCKS,
+        kernels.ROW_BLOCKS,
+        kernels.WGRAD_BLOCKS,
+        kernels.IGRAD_BLOCKS,
+        kernels.ROW_WGRAD_BLOCKS,
+    )
     g, p = {k: v for blocks in every for k, v in blocks.items()}[name]
     return Block(name, g, p)
 
@@ -408,12 +415,15 @@ def blocked_weight_grad(
     filters is summed over the positions of one sample in registers, then added to the
     block's total, sample after sample. The threads share the blocks, each thread padding
     every sample into its own scratch plane, so every sum runs in the same order whatever the
-    thread count."""
+    thread count. A kernel along a row (few taps and filters, stride 1 along the rows) sums
+    16 positions at a time instead (:func:`_row_weight_grad`)."""
     x, grad_out = _c(x), _c(grad_out)
+    name, g, t = named_block(block)
+    if name in _kernels_blocked().ROW_WGRAD_BLOCKS:
+        return _row_weight_grad(grad_out, x, win, weight_shape, thread_count, name)
     xp = array_module(x)
     n, c, h, w = x.shape
     f, _, kh, kw = weight_shape
-    name, g, t = named_block(block)
     hp, wp = win.padded_hw((h, w))
     taps = _tap_offsets(c, kh, kw, hp, wp, *win.dilation)
     per_block = -(-len(taps) // t)
@@ -495,3 +505,60 @@ def blocked_input_grad(
     with threads.limit(thread_count):  # the plan gives one thread to a small layer
         threads.parallel_signalled(part, n, spin_wait())
     return grad_x
+
+
+#: The weight gradient along a row sums the batch in chunks of this many samples, each into
+#: its own partial sums, added in order at the end: the threads share the chunks, and the
+#: result does not depend on their number.
+ROW_WGRAD_CHUNK = 16
+
+
+def _row_weight_grad(
+    grad_out: Array, x: Array, win: Window, weight_shape, thread_count: int, name: str
+) -> Array:
+    """:func:`blocked_weight_grad` by a kernel along a row (``ROW_WGRAD_BLOCKS``): blocks of
+    16 consecutive positions of an output row, the lanes of each block's sums kept apart
+    until the end; stride 1 along the rows."""
+    if win.stride[1] != 1 or win.groups != 1:
+        raise ValueError(
+            f"blocked_weight_grad: {name} runs along rows at stride 1 and one group, got "
+            f"{win.stride}, {win.groups}"
+        )
+    xp = array_module(x)
+    n, c, h, w = x.shape
+    f, _, kh, kw = weight_shape
+    _, g, t = named_block(name)
+    (oh, ow), (sh, _), (dh, dw) = win.out, win.stride, win.dilation
+    row = -(-ow // 16) * 16  # an output row's positions, rounded up to whole blocks
+    # the padded input, wide enough that the lanes past a row's end read zeros there
+    hp = h + sum(win.pads[0])
+    wp = max(w + sum(win.pads[1]), row + (kw - 1) * dw)
+    taps = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
+    per_block = -(-len(taps) // t)
+    toffs = np.zeros(per_block * t, dtype=np.int64)  # taps past the last read the first one
+    toffs[: len(taps)] = taps
+    toffs = toffs.reshape(per_block, t)
+    starts = np.arange(0, row, 16)
+    xo = (np.arange(oh)[:, None] * (sh * wp) + starts).reshape(-1).astype(np.int64)
+    gofs = (np.arange(oh)[:, None] * row + starts).reshape(-1).astype(np.int64)
+    chunks = -(-n // ROW_WGRAD_CHUNK)
+    dwb = xp.zeros((chunks, -(-f // g), per_block, t, g, 16), dtype=x.dtype)
+    geom = (int(win.pads[0][0]), int(win.pads[1][0]), ROW_WGRAD_CHUNK, len(taps), int(sh))
+    kernel = getattr(_kernels_blocked(), name)
+
+    def scratch() -> tuple[Array, Array]:
+        return xp.empty((c, hp, wp), dtype=x.dtype), xp.empty((g, oh, row), dtype=x.dtype)
+
+    args = (x, grad_out, toffs, xo, gofs, dwb, geom)
+    if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
+        compile_vectorised(kernel, (*args, *scratch(), 0, 0, xp.zeros(1, dtype="int64"), 0))
+        _compiled.add((name, x.dtype.str))
+
+    def part(s: slice, go: Array, seq: int) -> None:
+        kernel(*args, *scratch(), s.start, s.stop, go, seq)
+
+    with threads.limit(thread_count):  # the plan gives one thread to a small layer
+        threads.parallel_signalled(part, chunks, spin_wait())
+    sums = dwb.sum(axis=(0, 5))  # (filter blocks, tap blocks, t, g), in one order
+    grad_w = sums.transpose(0, 3, 1, 2).reshape(sums.shape[0] * g, per_block * t)
+    return xp.ascontiguousarray(grad_w[:f, : len(taps)]).reshape(weight_shape)
