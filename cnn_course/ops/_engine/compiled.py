@@ -1,7 +1,8 @@
 """The optional compiled path: depthwise convolutions, col2im, max pooling's windows and its
 scatter as numba kernels (imported lazily); and the forward of dense layers as
-register-blocked direct convolutions (:func:`blocked_forward`), and their weight gradient
-(:func:`blocked_weight_grad`), kernels in :mod:`._numba_blocked`, float32 on CPUs with
+register-blocked direct convolutions (:func:`blocked_forward`), with their weight gradient
+(:func:`blocked_weight_grad`) and, at stride 1, their input gradient
+(:func:`blocked_input_grad`), kernels in :mod:`._numba_blocked`, float32 on CPUs with
 AVX-512.
 
 The NumPy direct path (:class:`.conv.Taps`) makes about two passes over memory per kernel
