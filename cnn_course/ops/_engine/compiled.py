@@ -319,42 +319,69 @@ def _blocked_scratch(xp: ModuleType, plane: tuple, block: tuple, dtype) -> tuple
     return xp.empty(plane, dtype=dtype), xp.empty(block, dtype=dtype)
 
 
+def _frozen(offsets: Array) -> Array:
+    """``offsets`` flat, as int64 and read-only: the cached offsets are shared between calls."""
+    frozen = offsets.reshape(-1).astype(np.int64)
+    frozen.flags.writeable = False
+    return frozen
+
+
 @functools.lru_cache(maxsize=64)
 def _tap_offsets(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> Array:
     """Each tap's offset (channel, kernel row, kernel column, in that order) into a flat
-    padded sample of C planes (hp, wp); read-only, as it is shared between calls."""
-    offs = (
+    padded sample of C planes (hp, wp)."""
+    return _frozen(
         np.arange(c)[:, None, None] * (hp * wp)
         + np.arange(kh)[None, :, None] * (dh * wp)
         + np.arange(kw)[None, None, :] * dw
-    ).reshape(-1)
-    offs = offs.astype(np.int64)
-    offs.flags.writeable = False
-    return offs
+    )
 
 
 @functools.lru_cache(maxsize=64)
 def _taps_by_position(c: int, kh: int, kw: int, hp: int, wp: int, dh: int, dw: int) -> Array:
-    """Each tap's offset into a flat padded sample of C planes (hp, wp), in the order kernel
-    row, kernel column, channel; read-only, as it is shared between calls."""
-    offs = (
-        np.arange(kh)[:, None, None] * (dh * wp)
-        + np.arange(kw)[None, :, None] * dw
-        + np.arange(c)[None, None, :] * (hp * wp)
-    ).reshape(-1)
-    offs = offs.astype(np.int64)
-    offs.flags.writeable = False
-    return offs
+    """:func:`_tap_offsets` in the order kernel row, kernel column, channel."""
+    offsets = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
+    return _frozen(offsets.reshape(c, kh, kw).transpose(1, 2, 0))
 
 
 @functools.lru_cache(maxsize=64)
 def _position_offsets(oh: int, ow: int, sh: int, sw: int, wp: int) -> Array:
     """Each output position's offset (row, column) into a flat padded plane of width
-    ``wp``: where its window's first tap lies; read-only, as it is shared between calls."""
-    offs = (np.arange(oh)[:, None] * (sh * wp) + np.arange(ow)[None, :] * sw).reshape(-1)
-    offs = offs.astype(np.int64)
-    offs.flags.writeable = False
-    return offs
+    ``wp``: where its window's first tap lies."""
+    return _frozen(np.arange(oh)[:, None] * (sh * wp) + np.arange(ow)[None, :] * sw)
+
+
+def _tap_blocks(taps: Array, t: int) -> Array:
+    """``taps`` in blocks of ``t`` (blocks, t); the taps past the last have offset 0: a
+    kernel reads the first tap there, and its sums for them are dropped (or zero)."""
+    blocks = np.zeros(-(-len(taps) // t) * t, dtype=np.int64)
+    blocks[: len(taps)] = taps
+    return blocks.reshape(-1, t)
+
+
+def _weights_from_blocks(sums: Array, f: int, taps: int, weight_shape) -> Array:
+    """The weight gradient (F, C, kh, kw) from block sums (filter blocks, tap blocks, T, G):
+    the filters and taps past the real ones dropped."""
+    fb, tb, t, g = sums.shape
+    grad_w = sums.transpose(0, 3, 1, 2).reshape(fb * g, tb * t)
+    return array_module(sums).ascontiguousarray(grad_w[:f, :taps]).reshape(weight_shape)
+
+
+def _run_blocked(name: str, dtype, length: int, thread_count: int, args_for) -> None:
+    """Run the blocked kernel ``name`` over ``length`` items shared by the engine's threads:
+    ``args_for(s)`` gives its arguments for the items ``s`` (with a thread's own scratch),
+    the hand-off signal and the round's number follow. The first call for a ``dtype``
+    compiles the kernel with the SLP vectoriser (:func:`compile_vectorised`)."""
+    kernel = getattr(_kernels_blocked(), name)
+    if (name, dtype.str) not in _compiled:  # the types depend on the dtype alone
+        compile_vectorised(kernel, (*args_for(slice(0, length)), np.zeros(1, "int64"), 0))
+        _compiled.add((name, dtype.str))
+
+    def part(s: slice, go: Array, seq: int) -> None:
+        kernel(*args_for(s), go, seq)
+
+    with threads.limit(thread_count):  # the plan gives one thread to a small layer
+        threads.parallel_signalled(part, length, spin_wait())
 
 
 def spin_wait():
@@ -390,20 +417,12 @@ def blocked_forward(x: Array, weight: Array, win: Window, thread_count: int, blo
     offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
     geom = (int(sh), int(sw), int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
     out = xp.empty((n, f, *win.out), dtype=x.dtype)
-    kernel = getattr(_kernels_blocked(), name)
     plane = (int(c), int(hp), int(wp)) if (hp, wp) != (h, w) else (1, 1, 1)
-    args = (x, wb, offs, out, geom)
-    if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
-        scratch = _blocked_scratch(xp, plane, acc, x.dtype)
-        compile_vectorised(kernel, (*args, *scratch, xp.zeros(1, dtype="int64"), 0))
-        _compiled.add((name, x.dtype.str))
 
-    def part(s: slice, go: Array, seq: int) -> None:
-        scratch = _blocked_scratch(xp, plane, acc, x.dtype)
-        kernel(x[s], wb, offs, out[s], geom, *scratch, go, seq)
+    def args_for(s: slice) -> tuple:
+        return (x[s], wb, offs, out[s], geom, *_blocked_scratch(xp, plane, acc, x.dtype))
 
-    with threads.limit(thread_count):  # the plan gives one thread to a small layer
-        threads.parallel_signalled(part, n, spin_wait())
+    _run_blocked(name, x.dtype, n, thread_count, args_for)
     return out
 
 
@@ -427,32 +446,19 @@ def blocked_weight_grad(
     f, _, kh, kw = weight_shape
     hp, wp = win.padded_hw((h, w))
     taps = _tap_offsets(c, kh, kw, hp, wp, *win.dilation)
-    per_block = -(-len(taps) // t)
-    toffs = np.zeros(per_block * t, dtype=np.int64)  # taps past the last read the first one
-    toffs[: len(taps)] = taps
-    toffs = toffs.reshape(per_block, t)
+    toffs = _tap_blocks(taps, t)
     poffs = _position_offsets(*win.out, *win.stride, wp)
     geom = (*map(int, win.stride), int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
-    dwb = xp.zeros((-(-f // g), per_block, t, g), dtype=x.dtype)
-    kernel = getattr(_kernels_blocked(), name)
+    dwb = xp.zeros((-(-f // g), len(toffs), t, g), dtype=x.dtype)
     plane = (int(c), int(hp), int(wp)) if (hp, wp) != (h, w) else (1, 1, 1)
 
-    def scratch() -> tuple[Array, Array, Array]:
+    def args_for(s: slice) -> tuple:  # s: units (filter block, tap block), all samples
         padded, acc = _blocked_scratch(xp, plane, (t, g), x.dtype)
-        return padded, xp.empty((len(poffs), g), dtype=x.dtype), acc
+        gt = xp.empty((len(poffs), g), dtype=x.dtype)
+        return (x, grad_out, toffs, poffs, dwb, geom, padded, gt, acc, s.start, s.stop)
 
-    args = (x, grad_out, toffs, poffs, dwb, geom)
-    if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
-        compile_vectorised(kernel, (*args, *scratch(), 0, 0, xp.zeros(1, dtype="int64"), 0))
-        _compiled.add((name, x.dtype.str))
-
-    def part(s: slice, go: Array, seq: int) -> None:
-        kernel(*args, *scratch(), s.start, s.stop, go, seq)
-
-    with threads.limit(thread_count):  # the plan gives one thread to a small layer
-        threads.parallel_signalled(part, dwb.shape[0] * per_block, spin_wait())
-    grad_w = dwb.transpose(0, 3, 1, 2).reshape(dwb.shape[0] * g, per_block * t)
-    return xp.ascontiguousarray(grad_w[:f, : len(taps)]).reshape(weight_shape)
+    _run_blocked(name, x.dtype, dwb.shape[0] * len(toffs), thread_count, args_for)
+    return _weights_from_blocks(dwb, f, len(taps), weight_shape)
 
 
 def blocked_input_grad(
@@ -475,36 +481,22 @@ def blocked_input_grad(
     name, t, p = named_block(block)
     hp, wp = win.padded_hw((h, w))
     taps = _taps_by_position(c, kh, kw, hp, wp, *win.dilation)
-    blocks = -(-len(taps) // t)
+    toffs = _tap_blocks(taps, t)  # the taps past the last add zeros at offset 0
     # the weights of each block's taps (kernel row, kernel column, channel), zero past the last
-    wb = xp.zeros((blocks * t, f), dtype=grad_out.dtype)
+    wb = xp.zeros((toffs.size, f), dtype=grad_out.dtype)
     wb[: len(taps)] = weight.transpose(0, 2, 3, 1).reshape(f, -1).T
-    wb = xp.ascontiguousarray(wb.reshape(blocks, t, f).transpose(0, 2, 1))
-    toffs = np.zeros(blocks * t, dtype=np.int64)  # taps past the last add zeros at offset 0
-    toffs[: len(taps)] = taps
-    toffs = toffs.reshape(blocks, t)
+    wb = xp.ascontiguousarray(wb.reshape(len(toffs), t, f).transpose(0, 2, 1))
     positions = (win.out[0] - 1) * wp + win.out[1]  # the last one's index in a padded plane
     plane = -(-positions // p) * p
     geom = (int(win.pads[0][0]), int(win.pads[1][0]), int(hp), int(wp))
     grad_x = xp.empty(tuple(x_shape), dtype=grad_out.dtype)
-    kernel = getattr(_kernels_blocked(), name)
 
-    def scratch() -> tuple[Array, Array]:
-        return (
-            xp.empty((f, plane), dtype=grad_out.dtype),
-            xp.empty(c * hp * wp + p, dtype=grad_out.dtype),
-        )
+    def args_for(s: slice) -> tuple:
+        gpad = xp.empty((f, plane), dtype=grad_out.dtype)
+        dpad = xp.empty(c * hp * wp + p, dtype=grad_out.dtype)
+        return (grad_out[s], wb, toffs, grad_x[s], geom, gpad, dpad)
 
-    if (name, grad_out.dtype.str) not in _compiled:  # the types depend on the dtype alone
-        args = (grad_out, wb, toffs, grad_x, geom, *scratch(), xp.zeros(1, dtype="int64"), 0)
-        compile_vectorised(kernel, args)
-        _compiled.add((name, grad_out.dtype.str))
-
-    def part(s: slice, go: Array, seq: int) -> None:
-        kernel(grad_out[s], wb, toffs, grad_x[s], geom, *scratch(), go, seq)
-
-    with threads.limit(thread_count):  # the plan gives one thread to a small layer
-        threads.parallel_signalled(part, n, spin_wait())
+    _run_blocked(name, grad_out.dtype, n, thread_count, args_for)
     return grad_x
 
 
@@ -535,31 +527,18 @@ def _row_weight_grad(
     hp = h + sum(win.pads[0])
     wp = max(w + sum(win.pads[1]), row + (kw - 1) * dw)
     taps = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
-    per_block = -(-len(taps) // t)
-    toffs = np.zeros(per_block * t, dtype=np.int64)  # taps past the last read the first one
-    toffs[: len(taps)] = taps
-    toffs = toffs.reshape(per_block, t)
+    toffs = _tap_blocks(taps, t)
     starts = np.arange(0, row, 16)
     xo = (np.arange(oh)[:, None] * (sh * wp) + starts).reshape(-1).astype(np.int64)
     gofs = (np.arange(oh)[:, None] * row + starts).reshape(-1).astype(np.int64)
     chunks = -(-n // ROW_WGRAD_CHUNK)
-    dwb = xp.zeros((chunks, -(-f // g), per_block, t, g, 16), dtype=x.dtype)
+    dwb = xp.zeros((chunks, -(-f // g), len(toffs), t, g, 16), dtype=x.dtype)
     geom = (int(win.pads[0][0]), int(win.pads[1][0]), ROW_WGRAD_CHUNK, len(taps), int(sh))
-    kernel = getattr(_kernels_blocked(), name)
 
-    def scratch() -> tuple[Array, Array]:
-        return xp.empty((c, hp, wp), dtype=x.dtype), xp.empty((g, oh, row), dtype=x.dtype)
+    def args_for(s: slice) -> tuple:  # s: chunks of samples
+        xpad, gpad = xp.empty((c, hp, wp), dtype=x.dtype), xp.empty((g, oh, row), dtype=x.dtype)
+        return (x, grad_out, toffs, xo, gofs, dwb, geom, xpad, gpad, s.start, s.stop)
 
-    args = (x, grad_out, toffs, xo, gofs, dwb, geom)
-    if (name, x.dtype.str) not in _compiled:  # the types depend on the dtype alone
-        compile_vectorised(kernel, (*args, *scratch(), 0, 0, xp.zeros(1, dtype="int64"), 0))
-        _compiled.add((name, x.dtype.str))
-
-    def part(s: slice, go: Array, seq: int) -> None:
-        kernel(*args, *scratch(), s.start, s.stop, go, seq)
-
-    with threads.limit(thread_count):  # the plan gives one thread to a small layer
-        threads.parallel_signalled(part, chunks, spin_wait())
-    sums = dwb.sum(axis=(0, 5))  # (filter blocks, tap blocks, t, g), in one order
-    grad_w = sums.transpose(0, 3, 1, 2).reshape(sums.shape[0] * g, per_block * t)
-    return xp.ascontiguousarray(grad_w[:f, : len(taps)]).reshape(weight_shape)
+    _run_blocked(name, x.dtype, chunks, thread_count, args_for)
+    # (chunks, filter blocks, tap blocks, t, g, lanes) summed in one order, whatever the threads
+    return _weights_from_blocks(dwb.sum(axis=(0, 5)), f, len(taps), weight_shape)
